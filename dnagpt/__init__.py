@@ -1,0 +1,1 @@
+"""dnagpt: a trainable re-implementation of DNAGPT (arXiv 2307.05628)."""
