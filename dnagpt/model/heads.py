@@ -1,0 +1,44 @@
+"""The three small MLPs around the DNAGPT backbone (REFERENCE.md §2).
+
+All three share the release's layout ``Sequential(Linear, SiLU, LayerNorm, Linear)``, so their state-dict
+keys are ``.0 .2 .3`` exactly as in the released checkpoints (the SiLU at index 1 has no weights). They
+stay plain ``nn.Sequential`` subclasses: inputs and outputs keep the Linear convention
+``(..., in) -> (..., out)``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class MLPHead(nn.Sequential):
+    """Linear(in, hidden) -> SiLU -> LayerNorm(hidden) -> Linear(hidden, out)."""
+
+    def __init__(self, in_features: int, hidden: int, out_features: int, bias: bool) -> None:
+        super().__init__(
+            nn.Linear(in_features, hidden, bias=bias),
+            nn.SiLU(),
+            nn.LayerNorm(hidden, eps=1e-5, bias=bias),
+            nn.Linear(hidden, out_features, bias=bias),
+        )
+
+
+class NumberEmbedding(MLPHead):
+    """Numerical Embedding layer: a scalar ``(..., 1)`` to a token-sized vector ``(..., D)``."""
+
+    def __init__(self, n_embd: int, bias: bool) -> None:
+        super().__init__(1, n_embd, n_embd, bias)
+
+
+class TokenHead(MLPHead):
+    """Next-token classifier ``(..., D) -> (..., rows)``; untied from ``wte`` as in the release."""
+
+    def __init__(self, n_embd: int, vocab_rows: int, bias: bool) -> None:
+        super().__init__(n_embd, n_embd, vocab_rows, bias)
+
+
+class RegressionHead(MLPHead):
+    """Value predictor ``(..., D) -> (..., 1)`` read at a ``<M>`` token."""
+
+    def __init__(self, n_embd: int, bias: bool) -> None:
+        super().__init__(n_embd, n_embd, 1, bias)

@@ -1,0 +1,190 @@
+"""Weights in and out: the released DNAGPT ``.pth`` files, and our own safetensors + JSON directories.
+
+A released state dict differs from ours only by two head names (REFERENCE.md §2), so loading is a rename table
+plus a strict check that reports every missing, unexpected and mis-shaped key at once: a checkpoint either
+loads exactly or fails with the full list, never half-loaded behind ``strict=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from dnagpt.model.config import DYNAMIC_VOCAB_SIZE, FIXED_VOCAB_SIZE, PRESETS, GPTConfig
+from dnagpt.model.gpt import DNAGPT
+
+# release prefix -> ours; number_embedding is listed to say it is the same layer under the same name
+RELEASE_RENAMES = {
+    "mlm_head.": "token_head.",
+    "num_regression.": "regression_head.",
+    "number_embedding.": "number_embedding.",
+}
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
+_VOCABULARIES = {
+    FIXED_VOCAB_SIZE: "the fixed 6-mer vocabulary (15,659 ids, dnagpt_0.1b_h)",
+    DYNAMIC_VOCAB_SIZE: "the dynamic 1..6-mer vocabulary (19,564 ids, dnagpt_0.1b_m / dnagpt_3b_m)",
+}
+MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
+
+StateDictOrPath = Mapping[str, Any] | str | os.PathLike
+
+
+def _rename_release_key(key: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix) :], True
+    for old, new in RELEASE_RENAMES.items():
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return key
+
+
+def _read_release(state_dict_or_path: StateDictOrPath) -> dict[str, Any]:
+    """A released checkpoint (raw or ``{"model": sd}``, in memory or on disk) under our key names."""
+    source = state_dict_or_path
+    if isinstance(source, str | os.PathLike):
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"release checkpoint {source} not found")
+        source = torch.load(source, map_location="cpu", weights_only=True)
+    if isinstance(source, Mapping) and isinstance(source.get("model"), Mapping):
+        source = source["model"]
+    if not isinstance(source, Mapping):
+        raise ValueError(
+            f"a release checkpoint must be a state dict or {{'model': state_dict}}, got {type(source)}"
+        )
+    return {_rename_release_key(k): v for k, v in source.items()}
+
+
+def _check_state_dict(model: DNAGPT, state_dict: Mapping[str, Any], source: str) -> None:
+    """Raise one ValueError listing every missing, unexpected and shape-mismatched key."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(state_dict) & set(expected))
+        if tuple(getattr(state_dict[k], "shape", ())) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+    lines = [f"{source} does not fit the model (config {model.config.name!r}):"]
+    lines += [f"  missing: {k}" for k in missing]
+    lines += [f"  unexpected: {k}" for k in unexpected]
+    lines += [f"  shape mismatch: {m}" for m in mismatched]
+    wte = state_dict.get("transformer.wte.weight")
+    if wte is not None and wte.shape[0] != model.config.vocab_rows:
+        rows = wte.shape[0]
+        lines.append(
+            f"  the checkpoint was built for {_VOCABULARIES.get(rows, f'a vocabulary of {rows} ids')}, "
+            f"the model for {_VOCABULARIES.get(model.config.vocab_rows, f'{model.config.vocab_rows} ids')}"
+        )
+    raise ValueError("\n".join(lines))
+
+
+def load_release_state_dict(model: DNAGPT, state_dict_or_path: StateDictOrPath) -> DNAGPT:
+    """Load released DNAGPT weights (``mlm_head``/``num_regression`` names) strictly into ``model``."""
+    state_dict = _read_release(state_dict_or_path)
+    source = str(state_dict_or_path) if isinstance(state_dict_or_path, str | os.PathLike) else "state dict"
+    _check_state_dict(model, state_dict, source)
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def config_from_release_state_dict(
+    state_dict_or_path: StateDictOrPath, n_head: int | None = None
+) -> GPTConfig:
+    """Infer the GPTConfig of a released checkpoint from its shapes; ``n_head`` from the matching preset.
+
+    Shapes cannot tell the number of heads, so a checkpoint that matches no preset needs ``n_head``.
+    """
+    state_dict = _read_release(state_dict_or_path)
+    for key in ("transformer.wte.weight", "transformer.wpe.weight"):
+        if key not in state_dict:
+            raise ValueError(f"not a DNAGPT checkpoint: {key} is missing")
+    vocab_size, n_embd = state_dict["transformer.wte.weight"].shape
+    layers = {int(m.group(1)) for k in state_dict if (m := re.match(r"transformer\.h\.(\d+)\.", k))}
+    shape = dict(
+        block_size=state_dict["transformer.wpe.weight"].shape[0],
+        vocab_size=vocab_size,
+        n_layer=len(layers),
+        n_embd=n_embd,
+        bias=any(k.endswith(".bias") for k in state_dict),
+    )
+    for preset in PRESETS.values():
+        fits = all(getattr(preset, f) == v for f, v in shape.items())
+        if fits and n_head in (None, preset.n_head):
+            return replace(preset)
+    if n_head is None:
+        raise ValueError(
+            f"no preset has the checkpoint's shape {shape}; pass n_head to build a custom config"
+        )
+    return GPTConfig(name="custom", n_head=n_head, **shape)
+
+
+def save_pretrained(model: DNAGPT, directory: str | os.PathLike, tokenizer_spec: dict) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and ``tokenizer.json`` (the spec, opaque here)."""
+    try:
+        spec_text = json.dumps(tokenizer_spec, indent=2, sort_keys=True)
+    except TypeError as err:
+        raise ValueError(f"tokenizer_spec must be JSON-serialisable: {err}") from err
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, directory / MODEL_FILE, metadata={"format": "pt"})
+    (directory / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    (directory / TOKENIZER_FILE).write_text(spec_text + "\n")
+    return directory
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: invalid JSON ({err})") from err
+
+
+def _spec_difference(saved: Any, given: Any) -> str:
+    if isinstance(saved, dict) and isinstance(given, dict):
+        keys = sorted(k for k in set(saved) | set(given) if saved.get(k) != given.get(k))
+        return "; ".join(f"{k}: saved {saved.get(k)!r}, given {given.get(k)!r}" for k in keys)
+    return f"saved {saved!r}, given {given!r}"
+
+
+def from_pretrained(directory: str | os.PathLike, tokenizer_spec: dict | None = None) -> tuple[DNAGPT, dict]:
+    """Restore a model written by :func:`save_pretrained`, with its tokenizer spec.
+
+    If ``tokenizer_spec`` is given it must equal the saved one: a model is only meaningful with the vocabulary
+    it was trained on.
+    """
+    directory = Path(directory)
+    for name in (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(
+                f"{directory / name} not found: from_pretrained needs {MODEL_FILE}, {CONFIG_FILE} and "
+                f"{TOKENIZER_FILE} (written by save_pretrained)"
+            )
+    saved_spec = _read_json(directory / TOKENIZER_FILE)
+    if tokenizer_spec is not None:
+        given = json.loads(json.dumps(tokenizer_spec))  # JSON normal form: tuples become lists, as when saved
+        if given != saved_spec:
+            raise ValueError(
+                f"tokenizer mismatch with {directory / TOKENIZER_FILE}: {_spec_difference(saved_spec, given)}"
+            )
+    config = GPTConfig.from_dict(_read_json(directory / CONFIG_FILE))
+    model = DNAGPT(config)
+    state_dict: dict[str, Tensor] = load_file(directory / MODEL_FILE)
+    _check_state_dict(model, state_dict, str(directory / MODEL_FILE))
+    model.load_state_dict(state_dict, strict=True)
+    return model, saved_spec

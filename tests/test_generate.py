@@ -1,0 +1,218 @@
+"""KV cache and sampling: cached == uncached, sampling controls, constraints, stop tokens, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dnagpt.model import DNAGPT, GPTConfig, generate
+from dnagpt.model.generate import _sample
+
+M, P, R, PLUS, EQ = 18, 20, 21, 10, 14  # <M>, <P>, <R>, <+>, <=> (REFERENCE §1)
+V = 19_564
+
+
+def tiny(**overrides) -> DNAGPT:
+    torch.manual_seed(0)
+    return DNAGPT(GPTConfig(**(dict(n_layer=2, n_head=2, n_embd=32, block_size=64) | overrides))).eval()
+
+
+def numeric_prompt() -> dict[str, torch.Tensor]:
+    """Two equal-length prompts whose rows carry 3 and 1 inserted values (ragged expanded lengths)."""
+    ids = torch.tensor([[R, 4000, 5000, M, PLUS, M, EQ], [R, 6000, M, 7000, 8000, 9000, EQ]])
+    return {
+        "input_ids": ids,
+        "values": torch.tensor([[0.5, -1.0, 2.0], [0.3, 0.0, 0.0]]),
+        "value_pos": torch.tensor([[3, 3, 5], [2, 0, 0]]),
+        "value_mask": torch.tensor([[True, True, True], [True, False, False]]),
+    }
+
+
+# --------------------------------------------------------------------------------------- KV cache
+
+
+def test_cached_decoding_matches_full_forward_per_step() -> None:
+    model = tiny()
+    prompt = numeric_prompt()
+    ids, numbers = prompt["input_ids"], {k: v for k, v in prompt.items() if k != "input_ids"}
+    start = ids.size(1) + numbers["value_mask"].sum(1)  # (B,) expanded prompt lengths: 10 and 8
+    model.set_kv_cache(2)
+    with torch.no_grad():
+        step_logits = [model(ids, **numbers, input_pos=0).logits[:, -1]]
+        g = torch.Generator().manual_seed(1)
+        new = torch.randint(34, V, (2, 6), generator=g)
+        for s in range(new.size(1)):
+            step_logits.append(model(new[:, s : s + 1], input_pos=start + s).logits[:, -1])
+        model.clear_kv_cache()
+        full = model(torch.cat([ids, new], dim=1), **numbers).logits
+    T0 = ids.size(1)
+    for s, logits in enumerate(step_logits):
+        torch.testing.assert_close(logits, full[:, T0 - 1 + s], rtol=0, atol=1e-5)
+
+
+def test_cached_multi_token_chunks_and_attention_maps() -> None:
+    """A chunk of several tokens continues the cache; its attention rows see exactly the past."""
+    model = tiny()
+    ids = torch.tensor([[R] + list(range(4000, 4011))])
+    model.set_kv_cache(1, max_seq_length=20)
+    with torch.no_grad():
+        model(ids[:, :5], input_pos=0)
+        out = model(ids[:, 5:], input_pos=5, return_attentions=True)
+        model.clear_kv_cache()
+        full = model(ids)
+    torch.testing.assert_close(out.logits, full.logits[:, 5:], rtol=0, atol=1e-5)
+    att = out.attentions[0]  # (1, nh, 7, 12): queries 5..11 over keys 0..11
+    assert att.shape == (1, 2, 7, 12)
+    for q in range(7):
+        assert att[..., q, 5 + q + 1 :].abs().sum() == 0 and att[..., q, 5 + q].min() > 0
+        torch.testing.assert_close(att[..., q, :].sum(-1), torch.ones(1, 2))
+
+
+def test_cache_errors() -> None:
+    model = tiny(block_size=16)
+    ids = torch.tensor([[R, 4000]])
+    with pytest.raises(ValueError, match="no KV cache is set"):
+        model(ids, input_pos=0)
+    with pytest.raises(ValueError, match=r"max_seq_length must be in \[1, block_size=16\]"):
+        model.set_kv_cache(1, max_seq_length=17)
+    model.set_kv_cache(1, max_seq_length=8)
+    with pytest.raises(ValueError, match="batch size 2 differs from the KV cache's 1"):
+        model(ids.repeat(2, 1), input_pos=0)
+    with pytest.raises(ValueError, match=r"needs positions \[7, 9\) but the KV cache holds 8"):
+        model(ids, input_pos=7)
+
+
+# ------------------------------------------------------------------------------------- generation
+
+
+def test_greedy_cached_equals_uncached_with_numbers() -> None:
+    model = tiny()
+    kw = numeric_prompt() | {"temperature": 0.0}
+    cached = generate(model, max_new_tokens=12, **kw)
+    uncached = generate(model, max_new_tokens=12, use_cache=False, **kw)
+    assert cached.shape == (2, 7 + 12)
+    torch.testing.assert_close(cached, uncached, rtol=0, atol=0)
+    assert model.kv_caches is None
+
+
+def test_sampling_cached_equals_uncached_with_same_seed() -> None:
+    model = tiny()
+    kw = numeric_prompt() | {"top_k": 50, "top_p": 0.9, "temperature": 1.3}
+    a = generate(model, max_new_tokens=8, generator=torch.Generator().manual_seed(3), **kw)
+    b = generate(model, max_new_tokens=8, generator=torch.Generator().manual_seed(3), use_cache=False, **kw)
+    c = generate(model, max_new_tokens=8, generator=torch.Generator().manual_seed(4), **kw)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy() -> None:
+    model = tiny()
+    prompt = torch.tensor([[R, 4000, 5000], [R, 6000, 7000]])
+    greedy = generate(model, prompt, 10, temperature=0)
+    assert torch.equal(
+        generate(model, prompt, 10, top_k=1, generator=torch.Generator().manual_seed(0)), greedy
+    )
+    assert torch.equal(
+        generate(model, prompt, 10, top_p=1e-9, generator=torch.Generator().manual_seed(0)), greedy
+    )
+
+
+def test_sample_respects_top_k_top_p_and_temperature() -> None:
+    logits = torch.log(torch.tensor([[0.05, 0.4, 0.1, 0.3, 0.15]])).repeat(4000, 1)
+    g = torch.Generator().manual_seed(0)
+    assert set(_sample(logits, 1.0, 2, None, g).tolist()) == {1, 3}
+    assert set(_sample(logits, 1.0, None, 0.5, g).tolist()) == {1, 3}  # 0.4 < 0.5 <= 0.4 + 0.3
+    assert set(_sample(logits, 1.0, None, None, g).tolist()) == {0, 1, 2, 3, 4}
+    hot = (_sample(logits, 5.0, None, None, g) == 0).float().mean()
+    cold = (_sample(logits, 0.2, None, None, g) == 0).float().mean()
+    assert cold < 0.01 < 0.05 < hot  # temperature flattens / sharpens the distribution
+    assert _sample(logits[:2], 0.0, None, None, g).tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("form", ["steps", "rows", "callable"])
+def test_allowed_mask_is_never_violated(form: str) -> None:
+    model = tiny()
+    n, B = 6, 8
+    g = torch.Generator().manual_seed(2)
+    table = torch.rand(B, n, V, generator=g) < 0.001  # a few allowed ids per row and step
+    table[..., 35:39] |= torch.arange(n)[None, :, None] % 2 == 0  # plus A G C T on even steps
+    seen: list[tuple[int, tuple[int, ...]]] = []
+
+    def rule(step: int, generated: torch.Tensor) -> torch.Tensor:
+        seen.append((step, tuple(generated.shape)))
+        return table[:, step]
+
+    allowed = {"steps": table[0], "rows": table, "callable": rule}[form]
+    prompt = torch.tensor([[R, 4000]]).repeat(B, 1)
+    for seed in range(5):
+        out = generate(model, prompt, n, allowed=allowed, generator=torch.Generator().manual_seed(seed))
+        new = out[:, 2:]
+        rows = table[0].expand(B, n, V) if form == "steps" else table
+        assert rows.gather(2, new[..., None]).all()
+    if form == "callable":
+        assert seen[:3] == [(0, (B, 0)), (1, (B, 1)), (2, (B, 2))]
+
+
+def test_stop_tokens_pad_finished_rows_and_stop_early() -> None:
+    model = tiny()
+    allowed = torch.zeros(3, 10, V, dtype=torch.bool)
+    allowed[:, :, 4000] = True
+    allowed[0, 1, :] = False
+    allowed[0, 1, EQ] = True  # row 0 must stop at step 1
+    allowed[0, 2:, :] = False  # and may emit nothing afterwards: finished rows ignore the constraint
+    allowed[1, 3, :] = False
+    allowed[1, 3, PLUS] = True  # row 1 stops at step 3 with the other stop id
+    allowed[2, 2, :] = False
+    allowed[2, 2, EQ] = True  # row 2 at step 2: then all rows are done
+    prompt = torch.tensor([[R, 5000]]).repeat(3, 1)
+    out = generate(model, prompt, 10, allowed=allowed, stop_ids=(EQ, PLUS), pad_id=P)
+    assert out[:, 2:].tolist() == [[4000, EQ, P, P], [4000, 4000, 4000, PLUS], [4000, 4000, EQ, P]]
+
+
+def test_generate_restores_mode_and_handles_zero_tokens() -> None:
+    model = tiny().train()
+    prompt = torch.tensor([[R, 5000]])
+    assert torch.equal(generate(model, prompt, 0), prompt)
+    generate(model, prompt, 3)
+    assert model.training and model.kv_caches is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"input_ids": torch.zeros(1, 0, dtype=torch.long)}, ValueError, "empty prompt"),
+        ({"temperature": -0.5}, ValueError, "temperature must be finite and >= 0"),
+        ({"temperature": float("inf")}, ValueError, "temperature"),
+        ({"top_p": 0.0}, ValueError, r"top_p must be in \(0, 1\]"),
+        ({"top_p": 1.5}, ValueError, "top_p"),
+        ({"top_k": 0}, ValueError, "top_k must be >= 1"),
+        (
+            {"max_new_tokens": 60},
+            ValueError,
+            r"3 positions .* \+ 60 new tokens needs 62 positions.*block_size 16",
+        ),
+        (
+            {"input_ids": torch.tensor([[R, 4000, P]])},
+            ValueError,
+            r"equal length.*input_ids\[0, 2\] is pad_id 20",
+        ),
+        ({"stop_ids": (V,)}, ValueError, "stop id 19564 is outside the vocabulary"),
+        (
+            {"allowed": torch.ones(4, 100, dtype=torch.bool)},
+            ValueError,
+            r"allowed has \(4, 100\) torch.bool; expected .* shape \(4, 19564\) or \(1, 4, 19564\)",
+        ),
+        ({"allowed": lambda s, g: torch.ones(V)}, ValueError, r"returned \(19564,\) torch.float32; expected"),
+        (
+            {"allowed": torch.zeros(4, V, dtype=torch.bool)},
+            ValueError,
+            "permits no token for row 0 at step 0",
+        ),
+    ],
+)
+def test_generate_errors(kwargs: dict, error: type, message: str) -> None:
+    model = tiny(block_size=16)
+    args = {"input_ids": torch.tensor([[R, 4000, 5000]]), "max_new_tokens": 4} | kwargs
+    with pytest.raises(error, match=message):
+        generate(model, **args)
+    assert model.kv_caches is None
