@@ -1,0 +1,187 @@
+"""Train and evaluate from a composed Hydra config: the only place that instantiates configs.
+
+``train(cfg)`` is the lightning-hydra-template checklist: seed → tokenizer → data → model config → task → callbacks,
+loggers, trainer → fit → test → a summary of where everything was written. Entry points (``train.py``, ``evaluate.py``)
+only compose the config and call these, so tests import functions instead of running scripts.
+"""
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from dnagpt.utils.pylogger import RankedLogger
+from dnagpt.utils.task_wrapper import task_wrapper
+
+log = RankedLogger(__name__)
+
+
+def apply_extras(cfg: DictConfig) -> None:
+    extras = cfg.get("extras") or {}
+    if extras.get("torch_threads"):
+        torch.set_num_threads(int(extras.torch_threads))
+    if extras.get("matmul_precision"):
+        torch.set_float32_matmul_precision(extras.matmul_precision)
+    if extras.get("print_config"):
+        log.info("Config:\n" + OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
+    """``auto`` → ``<output_dir>/checkpoints/last.ckpt`` when it exists (fresh start otherwise); a path must exist."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "auto":
+        last = Path(output_dir) / "checkpoints" / "last.ckpt"
+        if last.exists():
+            log.info(f"ckpt_path=auto: resuming from {last}")
+            return str(last)
+        log.info(f"ckpt_path=auto: no {last} yet, starting fresh")
+        return None
+    if not Path(ckpt_path).exists():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist (use ckpt_path=auto to resume only if present)")
+    return str(ckpt_path)
+
+
+def wandb_id_from_checkpoint(ckpt_path: str | None) -> str | None:
+    if ckpt_path is None:
+        return None
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    return (ckpt.get("dnagpt") or {}).get("wandb_run_id")
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+    return [hydra.utils.instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
+
+
+def instantiate_loggers(cfg: DictConfig | None, resume_wandb_id: str | None = None) -> list[Logger]:
+    loggers = []
+    for name, lg_cfg in (cfg or {}).items():
+        if lg_cfg is None or "_target_" not in lg_cfg:
+            continue
+        kwargs = {}
+        if name == "wandb" and resume_wandb_id and not lg_cfg.get("id"):
+            kwargs = {"id": resume_wandb_id, "resume": "allow"}  # a resumed run continues its W&B run
+        loggers.append(hydra.utils.instantiate(lg_cfg, **kwargs))
+    return loggers
+
+
+def log_hyperparameters(cfg: DictConfig, module: L.LightningModule, trainer: Trainer) -> None:
+    n_params = sum(p.numel() for p in module.parameters())
+    n_trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    log.info(f"Model {cfg.model.name}: {n_params:,} parameters ({n_trainable:,} trainable)")
+    if trainer.logger is None:
+        return
+    hparams = OmegaConf.to_container(cfg, resolve=True)
+    hparams.pop("hydra", None)
+    hparams["model/params/total"] = n_params
+    hparams["model/params/trainable"] = n_trainable
+    for logger in trainer.loggers:
+        logger.log_hyperparams(hparams)
+
+
+def build(cfg: DictConfig) -> tuple[Any, L.LightningDataModule, L.LightningModule]:
+    """Tokenizer, DataModule and task module; the vocabulary size flows from the tokenizer, never from YAML."""
+    tokenizer = hydra.utils.instantiate(cfg.tokenizer)
+    datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
+    model_cfg = hydra.utils.instantiate(cfg.model, vocab_size=len(tokenizer))
+    module = hydra.utils.instantiate(cfg.task, model_cfg=model_cfg, tokenizer_spec=tokenizer.to_dict())
+    return tokenizer, datamodule, module
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if torch.as_tensor(v).numel() == 1}
+
+
+@task_wrapper
+def train(cfg: DictConfig) -> dict[str, float]:
+    if cfg.get("init_from") and cfg.get("ckpt_path"):
+        raise ValueError(
+            "init_from (weights only) and ckpt_path (full resume) are both set; choose one: "
+            "init_from=PATH to start a new run from weights, ckpt_path=PATH|auto to continue a run"
+        )
+    apply_extras(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+
+    _, datamodule, module = build(cfg)
+    if cfg.get("init_from"):
+        module.load_weights(cfg.init_from)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    loggers = instantiate_loggers(cfg.get("logger"), resume_wandb_id=wandb_id_from_checkpoint(ckpt_path))
+    trainer: Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=instantiate_callbacks(cfg.get("callbacks")), logger=loggers or False
+    )
+    log_hyperparameters(cfg, module, trainer)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = scalar_metrics(trainer.callback_metrics)
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best and not trainer.fast_dev_run:
+            log.warning("No best checkpoint was saved; testing the current weights")
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update(scalar_metrics(trainer.callback_metrics))
+
+    if trainer.is_global_zero:
+        summarize(output_dir, trainer, metrics)
+    return metrics
+
+
+def summarize(output_dir: Path, trainer: Trainer, metrics: dict[str, float]) -> None:
+    """Write metrics.json and tell the user where the run's products are."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    lines = [f"Run finished at step {trainer.global_step}. Outputs in {output_dir}:"]
+    ckpt = trainer.checkpoint_callback
+    if ckpt is not None and ckpt.best_model_path:
+        lines.append(f"  best checkpoint  {ckpt.best_model_path}")
+    if ckpt is not None and ckpt.last_model_path:
+        lines.append(f"  last checkpoint  {ckpt.last_model_path}")
+    lines.append(f"  metrics          {output_dir / 'metrics.json'}")
+    for path in sorted(output_dir.glob("*.png")):
+        lines.append(f"  plot             {path}")
+    for key in sorted(k for k in metrics if k.startswith(("val/", "test/"))):
+        lines.append(f"  {key:<16} {metrics[key]:.4f}")
+    log.info("\n".join(lines))
+
+
+def get_metric_value(metrics: dict[str, float], name: str | None) -> float | None:
+    """The value a sweep optimises; a typo in ``optimized_metric`` is an error listing what was logged."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}")
+    value = float(metrics[name])
+    if not math.isfinite(value):
+        raise ValueError(f"optimized_metric {name} is {value}")
+    return value
+
+
+@task_wrapper
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test metrics of a checkpoint, written to ``metrics.json`` and ``metrics.csv`` in the run directory."""
+    apply_extras(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
+    task_cls = hydra.utils.get_class(cfg.task._target_)
+    module = task_cls.load_from_checkpoint(ckpt_path, map_location="cpu")
+    # the checkpoint fixes the language and the context; the config only chooses the data to score
+    datamodule = hydra.utils.instantiate(
+        cfg.data, tokenizer=module.tokenizer, window_tokens=module.model.config.block_size
+    )
+    trainer: Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")) or False)
+    trainer.test(module, datamodule=datamodule)
+    metrics = scalar_metrics(trainer.callback_metrics)
+    if trainer.is_global_zero:
+        output_dir = Path(cfg.paths.output_dir)
+        summarize(output_dir, trainer, metrics)
+        rows = "\n".join(f"{k},{v}" for k, v in sorted(metrics.items()))
+        (output_dir / "metrics.csv").write_text(f"metric,value\n{rows}\n")
+    return metrics

@@ -1,0 +1,1 @@
+"""LightningModules: one per task, sharing model construction, optimisation and checkpoint rules (``base.DNAGPTTask``)."""

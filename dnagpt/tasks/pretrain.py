@@ -1,0 +1,108 @@
+"""Pre-training: next-token prediction + sequence-order prediction + GC-content regression (DNAGPT paper).
+
+loss = CE(next DNA token) + w_order · CE(order answer) + λ · MSE(GC content), λ = 0.01 by default.
+
+The batch layout is documented in ``docs/pretraining_samples.md``. Labels arrive already shifted (``labels[:, t]`` is the
+target of ``logits[:, t]``), with −100 on everything that is not a DNA token, so the token loss never sees prompts or pads.
+The order answer (``N`` = reversed, ``A`` = forward) is read from the token head at ``order_pos``; the GC value is read from
+the regression head at each ``<M>``, which by construction never sees the value inserted after it.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MinMetric, R2Score
+from torchmetrics.classification import BinaryAccuracy
+
+from dnagpt.tasks.base import DNAGPTTask
+
+EVAL_SPLITS = ("val", "test")  # train reports per-step values; held-out splits accumulate over the epoch
+
+
+class PretrainTask(DNAGPTTask):
+    def __init__(self, *args, reg_loss_weight: float = 0.01, order_loss_weight: float = 1.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.reg_loss_weight = reg_loss_weight
+        self.order_loss_weight = order_loss_weight
+        # one metric object per split (torchmetrics must not be shared across splits)
+        self.loss_mean = nn.ModuleDict({s: MeanMetric() for s in EVAL_SPLITS})
+        self.token_loss_mean = nn.ModuleDict({s: MeanMetric() for s in EVAL_SPLITS})
+        self.order_acc = nn.ModuleDict({s: BinaryAccuracy() for s in EVAL_SPLITS})
+        self.gc_r2 = nn.ModuleDict({s: R2Score() for s in EVAL_SPLITS})
+        self.val_loss_best = MinMetric()
+
+    def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self.model(
+            batch["input_ids"],
+            values=batch["values"],
+            value_pos=batch["value_pos"],
+            value_mask=batch["value_mask"],
+            reg_pos=batch["value_pos"],
+            compute_logits=False,
+        )
+        labels = batch["labels"]
+        target = labels != -100
+        n_targets = target.sum()
+        if n_targets == 0:
+            raise ValueError("a pre-training batch has no DNA target token (all labels are -100)")
+        # the token head only where there is a target: (N, V), never the full (B, T, V) when prompts are masked
+        token_loss = F.cross_entropy(self.model.logits(out.hidden[target]), labels[target])
+
+        rows = torch.arange(labels.shape[0], device=labels.device)
+        order_logits = self.model.logits(out.hidden[rows, batch["order_pos"]])  # (B, V)
+        tok = self.tokenizer
+        answer = torch.where(batch["order_label"] == 1, tok.true_id, tok.false_id)
+        order_loss = F.cross_entropy(order_logits, answer)
+        p_reversed = torch.softmax(order_logits[:, [tok.false_id, tok.true_id]].float(), dim=-1)[:, 1]
+
+        vmask = batch["value_mask"]
+        gc_pred = out.value_pred[vmask].float()
+        gc_true = batch["values"][vmask].float()
+        gc_loss = F.mse_loss(gc_pred, gc_true) if gc_true.numel() else gc_pred.new_zeros(())
+
+        loss = token_loss + self.order_loss_weight * order_loss + self.reg_loss_weight * gc_loss
+        return {
+            "loss": loss, "token_loss": token_loss, "order_loss": order_loss, "gc_loss": gc_loss,
+            "n_targets": n_targets, "p_reversed": p_reversed, "gc_pred": gc_pred, "gc_true": gc_true,
+        }
+
+    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
+        res = self.model_step(batch)
+        for name in ("loss", "token_loss", "order_loss", "gc_loss"):
+            if not torch.isfinite(res[name]):
+                raise FloatingPointError(f"{split}/{name} is {res[name].item()} at step {self.global_step}")
+        if split == "train":
+            bs = batch["input_ids"].shape[0]
+            self.log("train/loss", res["loss"], prog_bar=True, batch_size=bs)
+            for name in ("token_loss", "order_loss", "gc_loss"):
+                self.log(f"train/{name}", res[name], batch_size=bs)
+            return res
+        self.loss_mean[split].update(res["loss"].detach())
+        self.token_loss_mean[split].update(res["token_loss"].detach(), weight=res["n_targets"])
+        self.order_acc[split].update(res["p_reversed"].detach(), batch["order_label"])
+        if res["gc_true"].numel():
+            self.gc_r2[split].update(res["gc_pred"].detach(), res["gc_true"])
+        return res
+
+    def _log_epoch(self, split: str) -> None:
+        token_loss = self.token_loss_mean[split].compute()
+        metrics = {
+            f"{split}/loss": self.loss_mean[split].compute(),
+            f"{split}/token_loss": token_loss,
+            f"{split}/ppl": torch.exp(token_loss),
+            f"{split}/order_acc": self.order_acc[split].compute(),
+        }
+        if self.gc_r2[split].update_count > 0:
+            metrics[f"{split}/gc_r2"] = self.gc_r2[split].compute()
+        if split == "val":
+            self.val_loss_best.update(metrics["val/loss"])
+            metrics["val/loss_best"] = self.val_loss_best.compute()
+        self.log_dict(metrics, prog_bar=split == "val")
+        for metric in (self.loss_mean, self.token_loss_mean, self.order_acc, self.gc_r2):
+            metric[split].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")

@@ -1,0 +1,29 @@
+"""Run a pipeline function so that a failure is logged with its cause and W&B runs always finish.
+
+Sweeps go on after a failed trial: the W&B run of the failed trial is closed instead of blocking the next one.
+"""
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from dnagpt.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
+
+
+def task_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            log.exception(f"{fn.__name__} failed: {err}")
+            raise
+        finally:
+            wandb = sys.modules.get("wandb")  # only a run that imported W&B can have a W&B run to close
+            if wandb is not None and wandb.run is not None:
+                wandb.finish()
+
+    return wrapped

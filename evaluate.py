@@ -1,0 +1,19 @@
+"""Evaluate a DNAGPT checkpoint: ``python evaluate.py ckpt_path=<ckpt> [overrides]``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from dnagpt.utils.resolvers import register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from dnagpt.pipeline import evaluate
+
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Train DNAGPT: ``python train.py [overrides]``. See README.md for the cookbook."""
+
+import hydra
+from omegaconf import DictConfig
+
+from dnagpt.utils.resolvers import register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from dnagpt.pipeline import get_metric_value, train
+
+    return get_metric_value(train(cfg), cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
