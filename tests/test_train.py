@@ -1,5 +1,6 @@
 """End-to-end training on the bundled real corpus: fast_dev_run, products of a run, exact resume, weights-only init."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -54,6 +55,16 @@ def test_resume_is_exact(make_cfg, tmp_path: Path) -> None:
     assert got.keys() == want.keys()
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+    # the metrics log of the resumed run holds its whole history, each step once, and the same losses
+    straight_rows = _metric_rows(tmp_path / "csv" / "metrics.csv")
+    resumed_rows = _metric_rows(resumed_dir / "csv" / "metrics.csv")
+    assert [r["step"] for r in resumed_rows] == sorted({r["step"] for r in resumed_rows})
+    assert [r.get("train/loss") for r in resumed_rows] == [r.get("train/loss") for r in straight_rows]
+
+
+def _metric_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 @pytest.mark.slow

@@ -1,0 +1,48 @@
+"""A CSV logger whose ``metrics.csv`` survives a resume, holding each step once.
+
+Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts, so ``ckpt_path=auto`` would wipe the history of
+the run it continues. Ours reads the old rows back and keys every row by step: steps re-run after the last checkpoint
+replace their pre-crash values instead of appearing twice. The file is rewritten whole at each flush (it is small).
+"""
+
+import csv
+
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+
+class _StepMergingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:  # called by the base __init__ instead of deleting the old file
+        self.rows: dict[int, dict[str, float]] = {}
+        if not self._fs.isfile(self.metrics_file_path):
+            return
+        with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
+            for row in csv.DictReader(fh):
+                step = int(float(row.pop("step")))
+                self.rows.setdefault(step, {}).update({k: float(v) for k, v in row.items() if v != ""})
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        for metrics in self.metrics:
+            step = metrics.pop("step")
+            self.rows.setdefault(step, {}).update(metrics)
+        self.metrics = []
+        keys = sorted(set().union(*self.rows.values()))
+        with self._fs.open(self.metrics_file_path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["step", *keys])
+            writer.writeheader()
+            writer.writerows({"step": step, **self.rows[step]} for step in sorted(self.rows))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Drop-in ``CSVLogger`` (same arguments) for runs that may be resumed in place."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _StepMergingWriter(log_dir=self.log_dir)
+        return self._experiment

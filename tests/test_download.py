@@ -1,0 +1,151 @@
+"""Corpus download: full fetch, resume with HTTP Range, checksum errors; against a local server on 127.0.0.1
+only."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dnagpt.data.corpus import Corpus
+from dnagpt.data.download import SUMS_FILE, download_corpus, download_file, main
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+PAYLOAD = np.random.default_rng(0).integers(0, 256, size=300_000, dtype=np.uint8).tobytes()
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class RangeHandler(BaseHTTPRequestHandler):
+    """Serves PAYLOAD at any path, honouring ``Range: bytes=N-`` unless the server says otherwise."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        srv = self.server
+        srv.requests.append(self.headers.get("Range"))
+        start = 0
+        rng = self.headers.get("Range")
+        if rng and srv.honour_range:
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= len(PAYLOAD):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(PAYLOAD)}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+        else:
+            self.send_response(200)
+        body = PAYLOAD[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        srv.bytes_sent += len(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadingHTTPServer]:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    srv.requests, srv.bytes_sent, srv.honour_range = [], 0, True
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def url(srv: ThreadingHTTPServer, name: str = "g.fa.gz") -> str:
+    return f"http://127.0.0.1:{srv.server_address[1]}/{name}"
+
+
+def test_full_download_and_skip_when_present(server, tmp_path):
+    dest = tmp_path / "g.fa.gz"
+    assert download_file(url(server), dest, SHA) == SHA
+    assert dest.read_bytes() == PAYLOAD and not dest.with_name("g.fa.gz.part").exists()
+    assert download_file(url(server), dest, SHA) == SHA
+    assert len(server.requests) == 1  # the second call only verified the file
+
+
+def test_resume_fetches_only_the_rest(server, tmp_path):
+    dest = tmp_path / "g.fa.gz"
+    dest.with_name("g.fa.gz.part").write_bytes(PAYLOAD[:123_456])
+    assert download_file(url(server), dest, SHA) == SHA
+    assert dest.read_bytes() == PAYLOAD
+    assert server.requests == ["bytes=123456-"] and server.bytes_sent == len(PAYLOAD) - 123_456
+
+
+def test_server_ignoring_range_restarts(server, tmp_path):
+    server.honour_range = False
+    dest = tmp_path / "g.fa.gz"
+    dest.with_name("g.fa.gz.part").write_bytes(b"garbage" * 10)
+    assert download_file(url(server), dest, SHA) == SHA and dest.read_bytes() == PAYLOAD
+
+
+def test_complete_part_file_is_finished_without_refetching(server, tmp_path):
+    dest = tmp_path / "g.fa.gz"
+    dest.with_name("g.fa.gz.part").write_bytes(PAYLOAD)
+    assert download_file(url(server), dest, SHA) == SHA
+    assert server.bytes_sent == 0
+
+
+def test_checksum_mismatch_is_an_error(server, tmp_path):
+    dest = tmp_path / "g.fa.gz"
+    with pytest.raises(ValueError, match=f"sha256 {SHA}, the corpus expects 0000"):
+        download_file(url(server), dest, "0" * 64)
+    assert not dest.exists() and not dest.with_name("g.fa.gz.part").exists()
+    dest.write_bytes(PAYLOAD[:10])  # an existing file is verified too
+    with pytest.raises(ValueError, match="does not match the corpus"):
+        download_file(url(server), dest, SHA)
+
+
+def test_unreachable_server_reports_the_url(tmp_path):
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    port = srv.server_address[1]
+    srv.server_close()  # nothing listens on this port now
+    with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}/x.*failed after 2 attempts"):
+        download_file(f"http://127.0.0.1:{port}/x", tmp_path / "x", retries=2, timeout=5)
+
+
+def test_download_corpus_records_unknown_checksums(server, tmp_path):
+    corpus = Corpus.from_config(
+        {
+            "name": "t",
+            "root": str(tmp_path / "genomes"),
+            "species": {
+                "human": {"fasta": "h.fa.gz", "url": url(server, "h.fa.gz"), "sha256": None},
+                "yeast": {"fasta": "y.fa.gz", "url": url(server, "y.fa.gz"), "sha256": SHA},
+            },
+        }
+    )
+    assert download_corpus(corpus) == {"human": SHA, "yeast": SHA}
+    sums = (tmp_path / "genomes" / SUMS_FILE).read_text().splitlines()
+    assert sums == [f"{SHA}  h.fa.gz", f"{SHA}  y.fa.gz"]
+    (tmp_path / "genomes" / "h.fa.gz").write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="does not match"):  # later runs verify against the recorded checksum
+        download_corpus(corpus)
+
+
+def test_cli_composes_the_corpus_config(server, tmp_path):
+    """``python -m dnagpt.data.download corpus=human`` with the real corpus YAML, its URL pointed at the test
+    server."""
+    conf = tmp_path / "conf"
+    for group in ("corpus", "paths"):
+        shutil.copytree(CONF / group, conf / group)
+    (conf / "train.yaml").write_text("defaults:\n  - _self_\n  - corpus: bundled\n  - paths: default\n")
+    main(
+        [
+            "corpus=human",
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"corpus.species.human.url={url(server)}",
+        ],
+        config_dir=conf,
+    )
+    fasta = tmp_path / "data" / "genomes" / "Homo_sapiens.GRCh38.dna_sm.primary_assembly.fa.gz"
+    assert fasta.read_bytes() == PAYLOAD
