@@ -1,9 +1,10 @@
-"""Callbacks of our own: the loss-curve picture a person looks at after a run."""
+"""Callbacks of our own: the loss-curve picture a person looks at after a run, and the order-0 yardstick."""
 
 from pathlib import Path
 
 import matplotlib
 import numpy as np
+import torch
 
 matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
@@ -58,3 +59,45 @@ class LossCurvePlot(Callback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(self.path)
         plt.close(fig)
+
+
+class Order0Baseline(Callback):
+    """The order-0 yardstick of the token loss, measured on the very batches the model trains and validates on.
+
+    ``train/order0_entropy`` is the entropy (nats) of the unigram distribution of every training target seen so far;
+    ``val/order0_ce`` is the cross-entropy of that distribution (add-one smoothed) on the validation targets. A model
+    that learned only k-mer frequencies has ``val/token_loss`` ≈ ``val/order0_ce``; learning context takes it below.
+    """
+
+    def __init__(self, labels_key: str = "labels") -> None:
+        self.labels_key = labels_key
+        self.train_counts: torch.Tensor | None = None
+        self.val_counts: torch.Tensor | None = None
+
+    def _count(self, counts: torch.Tensor | None, batch: dict, vocab_size: int) -> torch.Tensor:
+        labels = batch[self.labels_key]
+        new = torch.bincount(labels[labels >= 0].flatten().cpu(), minlength=vocab_size)
+        return new if counts is None else counts + new
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+        self.train_counts = self._count(self.train_counts, batch, pl_module.model.config.vocab_size)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.sanity_checking:
+            self.val_counts = self._count(self.val_counts, batch, pl_module.model.config.vocab_size)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.train_counts is None or self.val_counts is None:
+            return
+        p_train = self.train_counts.double() / self.train_counts.sum()
+        entropy = -(p_train[p_train > 0] * p_train[p_train > 0].log()).sum()
+        smoothed = (self.train_counts.double() + 1) / (self.train_counts.sum() + len(self.train_counts))
+        cross_entropy = -(self.val_counts.double() * smoothed.log()).sum() / self.val_counts.sum()
+        pl_module.log_dict({"train/order0_entropy": entropy.float(), "val/order0_ce": cross_entropy.float()})
+        self.val_counts = None
+
+    def state_dict(self) -> dict:
+        return {"train_counts": self.train_counts}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.train_counts = state_dict["train_counts"]
