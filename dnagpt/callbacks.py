@@ -13,48 +13,65 @@ from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
 
 class LossCurvePlot(Callback):
-    """Records train loss per step and validation loss per evaluation, and writes a PNG at the end of fitting.
+    """Records logged losses during fitting and writes one PNG of them at the end, one panel per group of keys.
 
     Independent of the logger (CSV, W&B or none), so every run leaves the same picture beside its checkpoints.
+    ``train/*`` keys are read after every training step, the other keys after every validation; keys a run never
+    logs are simply absent from the picture.
     """
 
-    def __init__(self, path: str | Path, train_key: str = "train/loss", val_key: str = "val/loss") -> None:
+    DEFAULT_PANELS = {
+        "loss": ["train/loss", "val/loss"],
+        "token loss (nats)": ["train/token_loss", "val/token_loss", "val/order0_ce"],
+    }
+
+    def __init__(self, path: str | Path, panels: dict[str, list[str]] | None = None) -> None:
         self.path = Path(path)
-        self.train_key, self.val_key = train_key, val_key
-        self.train: list[tuple[int, float]] = []
-        self.val: list[tuple[int, float]] = []
+        self.panels = {title: list(keys) for title, keys in (panels or self.DEFAULT_PANELS).items()}
+        self.series: dict[str, list[tuple[int, float]]] = {}
+
+    def _record(self, trainer: Trainer, train: bool) -> None:
+        for keys in self.panels.values():
+            for key in keys:
+                if key.startswith("train/") == train and key in trainer.callback_metrics:
+                    self.series.setdefault(key, []).append((trainer.global_step, float(trainer.callback_metrics[key])))
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None:
-            self.train.append((trainer.global_step, float(loss)))
+        self._record(trainer, train=True)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.sanity_checking and self.val_key in trainer.callback_metrics:
-            self.val.append((trainer.global_step, float(trainer.callback_metrics[self.val_key])))
+        if not trainer.sanity_checking:
+            self._record(trainer, train=False)
 
     def state_dict(self) -> dict:
-        return {"train": self.train, "val": self.val}  # a resumed run continues the same curve
+        return {"series": self.series}  # a resumed run continues the same curves
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.train, self.val = list(state_dict["train"]), list(state_dict["val"])
+        self.series = {k: list(v) for k, v in state_dict["series"].items()}
 
     @rank_zero_only
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self.train:
+        panels = {t: [k for k in keys if self.series.get(k)] for t, keys in self.panels.items()}
+        panels = {t: keys for t, keys in panels.items() if keys}
+        if not panels:
             return
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-        steps, losses = zip(*self.train, strict=True)
-        ax.plot(steps, losses, lw=0.6, alpha=0.35, color="tab:blue")
-        window = max(1, len(losses) // 50)
-        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
-        ax.plot(steps[window - 1:], smooth, lw=1.5, color="tab:blue", label=f"{self.train_key} (mean of {window})")
-        if self.val:
-            ax.plot(*zip(*self.val, strict=True), "o-", color="tab:orange", label=self.val_key)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        ax.legend()
+        fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), dpi=120, squeeze=False)
+        for ax, (title, keys) in zip(axes[0], panels.items(), strict=True):
+            for key in keys:
+                steps, values = (np.asarray(v) for v in zip(*self.series[key], strict=True))
+                if key.startswith("train/"):
+                    window = max(1, len(values) // 50)
+                    line, = ax.plot(steps, values, lw=0.6, alpha=0.3)
+                    smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+                    ax.plot(steps[window - 1:], smooth, lw=1.5, color=line.get_color(), label=f"{key} (mean of {window})")
+                elif "order0" in key:
+                    ax.plot(steps, values, "--", color="grey", label=f"{key} (unigram yardstick)")
+                else:
+                    ax.plot(steps, values, "o-", ms=4, label=key)
+            ax.set_title(title)
+            ax.set_xlabel("optimizer step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
         fig.tight_layout()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(self.path)

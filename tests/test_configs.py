@@ -4,6 +4,7 @@ from pathlib import Path
 
 import hydra
 import pytest
+from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from dnagpt.pipeline import resolve_ckpt_path
@@ -58,3 +59,15 @@ def test_ckpt_path_auto(tmp_path: Path) -> None:
     assert resolve_ckpt_path("auto", tmp_path) == str(last)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_ckpt_path(str(tmp_path / "nope.ckpt"), tmp_path)
+
+
+def test_unknown_corpus_is_a_clear_error(make_cfg) -> None:
+    with pytest.raises(MissingConfigException, match="corpus"):
+        make_cfg("train", ["corpus=mars"])
+
+
+def test_released_preset_refuses_another_block_size(make_cfg) -> None:
+    cfg = make_cfg("train", ["model=dnagpt_0.1b_m", "model.block_size=1024"])
+    tokenizer = hydra.utils.instantiate(cfg.tokenizer)
+    with pytest.raises(Exception, match="block_size"):
+        hydra.utils.instantiate(cfg.model, vocab_size=len(tokenizer))
