@@ -61,7 +61,7 @@ def peak_rss_mb() -> dict[str, float]:
 
 
 def make_dm(corpus: dict, tok: KmerTokenizer, cache: Path, workers: int, block: int, batch: int) -> GenomeDataModule:
-    dm = GenomeDataModule(corpus, tok, window_tokens=block, batch_size=batch, num_workers=workers, cache_dir=cache)
+    dm = GenomeDataModule(corpus, tok, block_size=block, batch_size=batch, num_workers=workers, cache_dir=cache)
     dm.prepare_data()
     dm.setup("fit")
     return dm

@@ -164,23 +164,50 @@ def get_metric_value(metrics: dict[str, float], name: str | None) -> float | Non
     return value
 
 
+def module_for_evaluation(cfg: DictConfig, path: str) -> L.LightningModule:
+    """The task module of ``cfg.task`` holding the weights at ``path``.
+
+    A Lightning checkpoint brings its own model config and tokenizer, so a pre-training checkpoint can be scored on a
+    downstream task (all heads exist in every task); a released ``.pth`` or a ``save_pretrained`` directory is described
+    by the ``model`` and ``tokenizer`` groups. Weights load strictly either way.
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True) if Path(path).is_file() else {}
+    if isinstance(ckpt, dict) and "dnagpt" in ckpt:
+        model_cfg, tokenizer_spec = ckpt["dnagpt"]["model_cfg"], ckpt["dnagpt"]["tokenizer_spec"]
+    else:
+        tokenizer = hydra.utils.instantiate(cfg.tokenizer)
+        model_cfg = hydra.utils.instantiate(cfg.model, vocab_size=len(tokenizer))
+        tokenizer_spec = tokenizer.to_dict()
+    module = hydra.utils.instantiate(
+        cfg.task, model_cfg=model_cfg, tokenizer_spec=tokenizer_spec, optimizer=None, scheduler=None
+    )
+    module.load_weights(path)
+    return module
+
+
 @task_wrapper
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test metrics of a checkpoint, written to ``metrics.json`` and ``metrics.csv`` in the run directory."""
+    """Test metrics of a checkpoint, then the task's evaluation and any analysis, all written to the run directory.
+
+    ``cfg.evaluation`` and ``cfg.analysis``, when set, are callables ``(module, datamodule, trainer, output_dir) ->
+    dict[str, float]`` that write their own plots and tables; their scalars join ``metrics.json`` and ``metrics.csv``.
+    """
     apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
-    task_cls = hydra.utils.get_class(cfg.task._target_)
-    module = task_cls.load_from_checkpoint(ckpt_path, map_location="cpu")
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+    if ckpt_path is None:
+        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no checkpoint to evaluate")
+    module = module_for_evaluation(cfg, ckpt_path)
     # the checkpoint fixes the language and the context; the config only chooses the data to score
-    datamodule = hydra.utils.instantiate(
-        cfg.data, tokenizer=module.tokenizer, window_tokens=module.model.config.block_size
-    )
+    datamodule = hydra.utils.instantiate(cfg.data, tokenizer=module.tokenizer, block_size=module.model.config.block_size)
     trainer: Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")) or False)
     trainer.test(module, datamodule=datamodule)
     metrics = scalar_metrics(trainer.callback_metrics)
     if trainer.is_global_zero:
-        output_dir = Path(cfg.paths.output_dir)
+        for name in ("evaluation", "analysis"):
+            if cfg.get(name) and "_target_" in cfg[name]:
+                metrics.update(hydra.utils.instantiate(cfg[name])(module, datamodule, trainer, output_dir))
         summarize(output_dir, trainer, metrics)
         rows = "\n".join(f"{k},{v}" for k, v in sorted(metrics.items()))
         (output_dir / "metrics.csv").write_text(f"metric,value\n{rows}\n")

@@ -11,6 +11,7 @@ from dnagpt.pipeline import resolve_ckpt_path
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+EVALUATE_ONLY = {"evaluation", "analysis"}  # groups of evaluate.yaml alone
 GROUP_OPTIONS = [
     (group.name, p.stem)
     for group in sorted(CONF.iterdir())
@@ -21,7 +22,7 @@ GROUP_OPTIONS = [
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_group_option_composes(make_cfg, group: str, option: str) -> None:
-    cfg = make_cfg("train", [f"{group}={option}"])
+    cfg = make_cfg("evaluate" if group in EVALUATE_ONLY else "train", [f"{group}={option}"])
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     if group == "trainer":
         trainer = hydra.utils.instantiate(cfg.trainer, accelerator="cpu", logger=False)
@@ -33,7 +34,7 @@ def test_experiment_instantiates(make_cfg, name: str) -> None:
     cfg = make_cfg("train", [f"experiment={name}", "trainer=cpu"])
     tokenizer = hydra.utils.instantiate(cfg.tokenizer)
     model_cfg = hydra.utils.instantiate(cfg.model, vocab_size=len(tokenizer))
-    assert model_cfg.block_size == cfg.data.window_tokens
+    assert model_cfg.block_size == cfg.data.block_size
     hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
     hydra.utils.instantiate(cfg.trainer, logger=False)
     assert cfg.optimized_metric == cfg.task.monitor

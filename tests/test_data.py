@@ -75,7 +75,7 @@ def tiny_corpus(tmp_path: Path) -> dict:
 
 def make_dm(corpus, tok, tmp_path, **kw) -> GenomeDataModule:
     args = {
-        "window_tokens": BLOCK,
+        "block_size": BLOCK,
         "batch_size": 4,
         "cache_dir": tmp_path / "cache",
         "shard_windows": 4,
@@ -94,7 +94,7 @@ def bundled_cfg() -> dict:
 
 @pytest.fixture(scope="module")
 def bundled_dm(tok, tmp_path_factory) -> GenomeDataModule:
-    dm = GenomeDataModule(bundled_cfg(), tok, window_tokens=128, batch_size=8, cache_dir=tmp_path_factory.mktemp("c"))
+    dm = GenomeDataModule(bundled_cfg(), tok, block_size=128, batch_size=8, cache_dir=tmp_path_factory.mktemp("c"))
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -193,7 +193,7 @@ def test_missing_files_name_each_file_and_the_download_command(tiny_corpus, tok,
         **tiny_corpus,
         "species": {**tiny_corpus["species"], "mouse": {"fasta": "mm.fa.gz"}, "cow": {"fasta": None}},
     }
-    dm = GenomeDataModule(corpus, tok, window_tokens=BLOCK, batch_size=4, cache_dir=tmp_path / "c")
+    dm = GenomeDataModule(corpus, tok, block_size=BLOCK, batch_size=4, cache_dir=tmp_path / "c")
     with pytest.raises(FileNotFoundError) as err:
         dm.prepare_data()
     msg = str(err.value)
@@ -213,7 +213,7 @@ def test_skip_missing_warns_and_skips(tiny_corpus, tok, tmp_path, caplog):
 
 
 def test_batch_size_must_divide_world_size(tiny_corpus, tok, tmp_path):
-    dm = GenomeDataModule(tiny_corpus, tok, window_tokens=BLOCK, batch_size=4, cache_dir=tmp_path / "c")
+    dm = GenomeDataModule(tiny_corpus, tok, block_size=BLOCK, batch_size=4, cache_dir=tmp_path / "c")
     dm.trainer = SimpleNamespace(global_rank=0, world_size=3, training=False)
     with pytest.raises(ValueError, match="batch_size=4 .* not divisible by the world size 3"):
         dm.setup("fit")

@@ -252,7 +252,7 @@ class GenomeDataModule(L.LightningDataModule):
     """Pre-training data from a genome corpus: encoded caches, rank x worker sharded stream, fixed val/test
     windows.
 
-    ``batch_size`` is global (divided by the world size in ``setup``); ``window_tokens`` is the model's
+    ``batch_size`` is global (divided by the world size in ``setup``); ``block_size`` is the model's
     ``block_size`` (the expanded sentence length).
     """
 
@@ -260,7 +260,7 @@ class GenomeDataModule(L.LightningDataModule):
         self,
         corpus: Mapping[str, Any] | DictConfig,
         tokenizer,
-        window_tokens: int,
+        block_size: int,
         batch_size: int,
         num_workers: int = 0,
         seed: int = 0,
@@ -278,7 +278,7 @@ class GenomeDataModule(L.LightningDataModule):
         self.tokenizer = tokenizer
         self.builder = SampleBuilder(
             tokenizer,
-            window_tokens,
+            block_size,
             reverse_prob,
             gc_prompts,
             min_segment_tokens,
