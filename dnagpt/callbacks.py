@@ -110,7 +110,8 @@ class Order0Baseline(Callback):
         entropy = -(p_train[p_train > 0] * p_train[p_train > 0].log()).sum()
         smoothed = (self.train_counts.double() + 1) / (self.train_counts.sum() + len(self.train_counts))
         cross_entropy = -(self.val_counts.double() * smoothed.log()).sum() / self.val_counts.sum()
-        pl_module.log_dict({"train/order0_entropy": entropy.float(), "val/order0_ce": cross_entropy.float()})
+        metrics = {"train/order0_entropy": entropy.float(), "val/order0_ce": cross_entropy.float()}
+        pl_module.log_dict(metrics, sync_dist=True)  # under DDP: the mean of the ranks' estimates
         self.val_counts = None
 
     def state_dict(self) -> dict:
