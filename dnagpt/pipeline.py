@@ -147,7 +147,7 @@ def summarize(output_dir: Path, trainer: Trainer, metrics: dict[str, float]) -> 
     lines.append(f"  metrics          {output_dir / 'metrics.json'}")
     for path in sorted(output_dir.glob("*.png")):
         lines.append(f"  plot             {path}")
-    for key in sorted(k for k in metrics if k.startswith(("val/", "test/"))):
+    for key in sorted(k for k in metrics if k.startswith(("val/", "test/")) and k.count("/") == 1):  # groups: metrics.json
         lines.append(f"  {key:<16} {metrics[key]:.4f}")
     log.info("\n".join(lines))
 

@@ -1,0 +1,173 @@
+"""GSR evaluation: model next to its k-mer yardstick, overall, per species and per motif, with ROC and confusion plots.
+
+``GSREvaluator(...)(module, datamodule, trainer, output_dir)`` (the ``evaluation`` hook of ``dnagpt.pipeline.evaluate``):
+
+1. scores the test split with the model (p(true) from the two answer logits, the task's own ``score``);
+2. fits one logistic regression on 6-mer counts per (signal, species) on the *train* split of the same DataModule
+   (upstream and downstream of the cut kept apart: the same 600 bp the model sees) and scores the same test rows;
+3. computes accuracy, F1, MCC and AUROC (torchmetrics, threshold 0.5) for both on every group, writes
+   ``gsr_metrics.csv`` / ``gsr_metrics.json``, ``roc_<group>.png`` and ``confusion_<group>.png`` per (signal, species),
+   logs a summary table and returns flat scalars ``test/<group>/<metric>`` and ``test/<group>/baseline_<metric>``.
+
+Groups: ``all``, ``<signal>_<species>`` (e.g. ``pas_human``) and ``<signal>_motif_<MOTIF>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from sklearn.metrics import confusion_matrix, roc_curve  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from torchmetrics.functional.classification import (  # noqa: E402
+    binary_accuracy,
+    binary_auroc,
+    binary_f1_score,
+    binary_matthews_corrcoef,
+)
+
+from dnagpt.data.gsr import SIGNALS, cut_signal  # noqa: E402
+from dnagpt.eval.kmer_baselines import KmerLogistic  # noqa: E402
+from dnagpt.utils.pylogger import RankedLogger  # noqa: E402
+
+log = RankedLogger(__name__)
+
+METRICS = ("acc", "f1", "mcc", "auroc")
+
+
+def binary_scores(p_true: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """Accuracy, F1, MCC (threshold 0.5) and AUROC; AUROC is NaN when the group holds one class only."""
+    p, y = torch.as_tensor(p_true, dtype=torch.float32), torch.as_tensor(label, dtype=torch.long)
+    out = {
+        "acc": binary_accuracy(p, y).item(),
+        "f1": binary_f1_score(p, y).item(),
+        "mcc": binary_matthews_corrcoef(p, y).item(),
+    }
+    out["auroc"] = binary_auroc(p, y).item() if y.unique().numel() == 2 else float("nan")
+    return out
+
+
+@torch.no_grad()
+def predict(module: Any, loader: DataLoader) -> np.ndarray:
+    """p(true) for every row of ``loader`` in order."""
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    scores = [module.score(module.answer_logits({k: v.to(device) for k, v in b.items()})).cpu() for b in loader]
+    module.train(was_training)
+    return torch.cat(scores).numpy() if scores else np.zeros(0)
+
+
+def group_index(signal: np.ndarray, species: np.ndarray, motif: np.ndarray) -> dict[str, np.ndarray]:
+    """Row indices of ``all``, each ``<signal>_<species>`` and each ``<signal>_motif_<MOTIF>``."""
+    groups = {"all": np.arange(len(signal))}
+    for key, cols in (("{}_{}", (signal, species)), ("{}_motif_{}", (signal, motif))):
+        names = np.array([key.format(*row) for row in zip(*cols, strict=True)])
+        groups |= {n: np.flatnonzero(names == n) for n in sorted(set(names))}
+    return groups
+
+
+class GSREvaluator:
+    """Callable evaluation hook; see the module docstring."""
+
+    def __init__(self, kmer: int = 6, C: float = 1.0, batch_size: int = 32) -> None:
+        self.kmer, self.C, self.batch_size = kmer, C, batch_size
+
+    def baseline(self, datamodule: Any, seed: int) -> np.ndarray:
+        """Baseline p(true) on the test rows: one model per (signal, species), fitted on that group's train rows."""
+        train, test = datamodule.tables["train"], datamodule.tables["test"]
+        out = np.full(len(test), np.nan)
+        for signal in sorted(set(test.signal)):
+            for species in sorted(set(test.species[test.signal == signal])):
+                tr = np.flatnonzero((train.signal == signal) & (train.species == species))
+                te = np.flatnonzero((test.signal == signal) & (test.species == species))
+                cut = SIGNALS[signal].start
+                model = KmerLogistic(k=self.kmer, cut=cut, C=self.C, seed=seed)
+                model.fit([cut_signal(s, signal) for s in train.sequence[tr]], train.label[tr])
+                out[te] = model.predict_proba([cut_signal(s, signal) for s in test.sequence[te]])
+        return out
+
+    def __call__(self, module: Any, datamodule: Any, trainer: Any, output_dir: str | Path) -> dict[str, float]:
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        test = datamodule.tables["test"]
+        loader = DataLoader(datamodule.datasets["test"], batch_size=self.batch_size, shuffle=False)
+        scores = {"model": predict(module, loader), "baseline": self.baseline(datamodule, datamodule.seed)}
+        if len(scores["model"]) != len(test):
+            raise RuntimeError(f"scored {len(scores['model'])} test rows, the table has {len(test)}")
+        groups = group_index(test.signal, test.species, test.motif)
+        rows, flat = [], {}
+        for name, idx in groups.items():
+            row: dict[str, Any] = {"group": name, "n": len(idx), "n_true": int(test.label[idx].sum())}
+            for who, p in scores.items():
+                for metric, value in binary_scores(p[idx], test.label[idx]).items():
+                    row[f"{who}_{metric}"] = value
+                    flat[f"test/{name}/{'' if who == 'model' else 'baseline_'}{metric}"] = value
+            rows.append(row)
+        self._write_tables(rows, output_dir)
+        for name, idx in groups.items():
+            if name != "all" and "_motif_" not in name:
+                self._plot_roc(name, test.label[idx], {k: v[idx] for k, v in scores.items()}, output_dir)
+                self._plot_confusion(name, test.label[idx], {k: v[idx] for k, v in scores.items()}, output_dir)
+        log.info("GSR test, model vs 6-mer baseline (threshold 0.5):\n" + summary_table(rows))
+        return {k: v for k, v in flat.items() if np.isfinite(v)}
+
+    @staticmethod
+    def _write_tables(rows: list[dict[str, Any]], output_dir: Path) -> None:
+        with open(output_dir / "gsr_metrics.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        clean = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
+        (output_dir / "gsr_metrics.json").write_text(json.dumps(clean, indent=2))
+
+    @staticmethod
+    def _plot_roc(name: str, label: np.ndarray, scores: dict[str, np.ndarray], output_dir: Path) -> None:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        if np.unique(label).size == 2:
+            for who, p in scores.items():
+                fpr, tpr, _ = roc_curve(label, p)
+                ax.plot(fpr, tpr, label=f"{who} (AUROC {binary_scores(p, label)['auroc']:.3f})")
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="chance")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {name} (test, n={len(label)})")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(output_dir / f"roc_{name}.png", dpi=110)
+        plt.close(fig)
+
+    @staticmethod
+    def _plot_confusion(name: str, label: np.ndarray, scores: dict[str, np.ndarray], output_dir: Path) -> None:
+        fig, axes = plt.subplots(1, len(scores), figsize=(4.2 * len(scores), 4))
+        for ax, (who, p) in zip(np.atleast_1d(axes), scores.items(), strict=True):
+            cm = confusion_matrix(label, (p >= 0.5).astype(int), labels=[0, 1])
+            ax.imshow(cm, cmap="Blues")
+            for (i, j), v in np.ndenumerate(cm):
+                ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+            ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["false", "true"], yticklabels=["false", "true"],
+                   xlabel="predicted", ylabel="actual", title=f"{who}")
+        fig.suptitle(f"Confusion matrices, {name} (test, threshold 0.5)")
+        fig.tight_layout()
+        fig.savefig(output_dir / f"confusion_{name}.png", dpi=110)
+        plt.close(fig)
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """Fixed-width table of the overall and per-species rows: accuracy / MCC / AUROC for model and baseline."""
+    head = f"{'group':<18}{'n':>6}  {'acc':>6}{'mcc':>7}{'auroc':>7}  | {'base acc':>8}{'mcc':>7}{'auroc':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "_motif_" in r["group"]:
+            continue
+        lines.append(
+            f"{r['group']:<18}{r['n']:>6}  {r['model_acc']:>6.3f}{r['model_mcc']:>7.3f}{r['model_auroc']:>7.3f}"
+            f"  | {r['baseline_acc']:>8.3f}{r['baseline_mcc']:>7.3f}{r['baseline_auroc']:>7.3f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""GSR recognition (PAS/TIS): is the signal cut out of this window real? Answered with a token, as the release does.
+
+loss = CE over the full vocabulary of the token head at the ``<=>`` position, target ``true_id`` (``N``) for a true
+signal and ``false_id`` (``A``) otherwise. Keeping the full-vocabulary head (rather than a new 2-way head) means a
+released checkpoint answers zero-shot and fine-tuning starts from the head it was trained with. The score is
+p(true) = softmax over the two logits [false_id, true_id]. Logits are computed at ``answer_pos`` only.
+
+Per-species and per-motif figures, with the k-mer baseline beside them, come from ``dnagpt.eval.classification``.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score, BinaryMatthewsCorrCoef
+
+from dnagpt.tasks.base import DNAGPTTask
+
+EVAL_SPLITS = ("val", "test")
+
+
+def binary_metrics() -> MetricCollection:
+    return MetricCollection(
+        {"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "mcc": BinaryMatthewsCorrCoef(), "auroc": BinaryAUROC()}
+    )
+
+
+class GSRTask(DNAGPTTask):
+    def __init__(self, *args, monitor: str = "val/auroc", mode: str = "max", **kwargs) -> None:
+        super().__init__(*args, monitor=monitor, mode=mode, **kwargs)
+        self.metrics = nn.ModuleDict({s: binary_metrics() for s in EVAL_SPLITS})
+        self.train_acc = BinaryAccuracy()
+        self.loss_mean = nn.ModuleDict({s: MeanMetric() for s in EVAL_SPLITS})
+        self.val_auroc_best = MaxMetric()
+
+    def answer_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, V) token-head logits at each row's ``<=>`` position."""
+        input_ids, answer_pos = batch["input_ids"], batch["answer_pos"]
+        if (answer_pos < 0).any() or (answer_pos >= input_ids.shape[1]).any():
+            raise ValueError(f"answer_pos {answer_pos.tolist()} outside the {input_ids.shape[1]} tokens of the batch")
+        out = self.model(input_ids, compute_logits=False)
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        return self.model.logits(out.hidden[rows, answer_pos])
+
+    def score(self, logits: torch.Tensor) -> torch.Tensor:
+        """p(true signal) from the two answer logits."""
+        tok = self.tokenizer
+        return torch.softmax(logits[:, [tok.false_id, tok.true_id]].float(), dim=-1)[:, 1]
+
+    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
+        label = batch["label"]
+        if ((label != 0) & (label != 1)).any():
+            raise ValueError(f"{split} batch has labels {label.unique().tolist()}; GSR labels are 0 or 1")
+        logits = self.answer_logits(batch)
+        target = torch.where(label == 1, self.tokenizer.true_id, self.tokenizer.false_id)
+        loss = F.cross_entropy(logits.float(), target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{split}/loss is {loss.item()} at step {self.global_step}")
+        p_true = self.score(logits.detach())
+        bs = label.shape[0]
+        if split == "train":
+            self.train_acc(p_true, label)
+            self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+            self.log("train/acc", self.train_acc, batch_size=bs)
+        else:
+            self.loss_mean[split].update(loss.detach(), weight=bs)
+            self.metrics[split].update(p_true, label)
+        return {"loss": loss, "p_true": p_true}
+
+    def _log_epoch(self, split: str) -> None:
+        values = {f"{split}/{k}": v.float() for k, v in self.metrics[split].compute().items()}
+        values[f"{split}/loss"] = self.loss_mean[split].compute()
+        if split == "val":
+            self.val_auroc_best.update(values["val/auroc"])
+            values["val/auroc_best"] = self.val_auroc_best.compute()
+        self.log_dict(values, prog_bar=split == "val")
+        self.metrics[split].reset()
+        self.loss_mean[split].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
