@@ -1,0 +1,472 @@
+"""Expression regression data (Xpresso geometry): promoter windows, optional numeric features, a z-scored label.
+
+The prompt of REFERENCE §4, one sentence per gene::
+
+    <species> DNA(window) <+> <M>[f_1 .. f_F] <=> <M>        (F numeric features)
+    <species> DNA(window) <=> <M>                            (sequence only, F = 0)
+
+The features are inserted after the first ``<M>``; the regression head reads the last ``<M>``, whose value (the
+z-scored label) is what the model predicts, so nothing is inserted after it. The bundled mini set has none of
+Xpresso's eight half-life features, so the default is sequence only.
+
+* **Table.** Any TSV (gzipped or not) with a header row: an id column, a label column, a sequence column of one
+  fixed length whose TSS sits at index ``tss_index``, and any named numeric feature columns. Xpresso's own
+  ``*_FantomAnnotations.InputData.pM10Kb.txt.gz`` fits (``docs/expression.md`` has the overrides); its raw
+  lengths and the label take ``log10(x + 0.1)`` through ``log10_columns``, as Xpresso does.
+* **Window.** ``window = [start, end)`` in bp relative to the TSS, e.g. ``[-7000, 3500]`` (Xpresso's full input,
+  1,750 6-mers) or a crop that fits a 512-position model; the prompt length is checked against ``block_size``
+  when the DataModule is built, naming both numbers.
+* **Splits.** ``grouped`` (default): a seeded split of groups of genes whose stored sequences overlap on the
+  genome (or are identical), so no test sequence shares bases with a training one and the split does not depend
+  on ``window``; ``random``: the same per gene;
+  ``ordered``: file order, the last ``test_size`` rows test and the ``val_size`` before them validation
+  (Xpresso's rule for its pre-shuffled files). ``split_seed`` is not the training seed, so reseeding training
+  keeps the test set.
+* **Scaling.** Features and label are z-scored with training-split statistics only; ``label_mean`` and
+  ``label_std`` map predictions back to label units.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dnagpt.utils.pylogger import RankedLogger
+
+__all__ = ["ExpressionDataModule", "ExpressionTable", "SplitData", "assign_splits", "read_expression_table"]
+
+log = RankedLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SPLIT_METHODS = ("grouped", "random", "ordered")
+
+
+@dataclass(frozen=True)
+class ExpressionTable:
+    """The validated rows of an expression TSV, in file order (label and features after any log10)."""
+
+    path: Path
+    ids: list[str]
+    lines: list[int]  # 1-based line of each row in the file, for error messages
+    sequences: list[str]  # clean upper-case ACGTN, all of one length
+    labels: np.ndarray  # (n,) float64
+    features: np.ndarray  # (n, F) float64
+    species: list[str]
+    coords: list[tuple[str, int, str]] | None  # (chrom, tss, strand) per row when coordinate columns are given
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")
+
+
+def _number(text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{where}: {text!r} is not a number (missing values are not allowed)") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: value {text!r} is not finite (NaN/inf features or labels are not allowed)")
+    return value
+
+
+def read_expression_table(
+    path: str | Path,
+    tokenizer,
+    *,
+    id_column: str,
+    label_column: str,
+    sequence_column: str,
+    sequence_length: int,
+    feature_columns: Sequence[str] = (),
+    log10_columns: Sequence[str] = (),
+    species: str = "human",
+    species_column: str | None = None,
+    coordinate_columns: Sequence[str] | None = None,
+) -> ExpressionTable:
+    """Read and check every row; any bad cell is a ValueError naming the file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"expression table {path} does not exist")
+    feature_columns, log10_columns = list(feature_columns), list(log10_columns)
+    numeric = [label_column, *feature_columns]
+    if stray := sorted(set(log10_columns) - set(numeric)):
+        raise ValueError(f"log10_columns {stray} are neither the label column nor a feature column ({numeric})")
+    if coordinate_columns is not None and len(coordinate_columns) != 3:
+        raise ValueError(f"coordinate_columns must name (chrom, tss, strand) columns, got {list(coordinate_columns)}")
+    needed = [id_column, label_column, sequence_column, *feature_columns, *(coordinate_columns or [])]
+    needed += [species_column] if species_column else []
+    if species_column is None:
+        try:
+            tokenizer.species_id(species)
+        except ValueError as err:
+            raise ValueError(f"data.species: {err}") from None
+
+    ids, lines, seqs, nums, sps, coords = [], [], [], [], [], []
+    with _open_text(path) as fh:
+        reader = csv.reader(fh, delimiter="\t")
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{path} is empty (expected a header row)")
+        if missing := [c for c in dict.fromkeys(needed) if c not in header]:
+            raise ValueError(f"{path}: missing column(s) {missing}; the header has {header}")
+        col = {name: header.index(name) for name in needed}
+        for row in reader:
+            line = reader.line_num
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise ValueError(f"{path}:{line}: {len(row)} fields, the header has {len(header)}")
+            seq = row[col[sequence_column]]
+            if len(seq) != sequence_length:
+                raise ValueError(
+                    f"{path}:{line}: column {sequence_column!r} holds {len(seq)} bp, expected sequence_length="
+                    f"{sequence_length}"
+                )
+            try:
+                seqs.append(tokenizer.clean(seq).tobytes().decode("ascii"))
+            except ValueError as err:
+                raise ValueError(f"{path}:{line}: column {sequence_column!r}: {err}") from None
+            nums.append([_number(row[col[c]], f"{path}:{line}: column {c!r}") for c in numeric])
+            if species_column:
+                name = row[col[species_column]]
+                try:
+                    tokenizer.species_id(name)
+                except ValueError as err:
+                    raise ValueError(f"{path}:{line}: column {species_column!r}: {err}") from None
+                sps.append(name)
+            if coordinate_columns:
+                chrom, tss, strand = (row[col[c]] for c in coordinate_columns)
+                if strand not in ("+", "-"):
+                    raise ValueError(f"{path}:{line}: column {coordinate_columns[2]!r}: strand {strand!r} is not + or -")
+                coords.append((chrom, int(_number(tss, f"{path}:{line}: column {coordinate_columns[1]!r}")), strand))
+            ids.append(row[col[id_column]])
+            lines.append(line)
+    if not ids:
+        raise ValueError(f"{path} has a header but no rows")
+    values = np.asarray(nums, dtype=np.float64)
+    for c in log10_columns:
+        j = numeric.index(c)
+        if (bad := values[:, j] <= -0.1).any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"{path}:{lines[i]}: column {c!r}: log10(x + 0.1) needs x > -0.1, got {values[i, j]}")
+        values[:, j] = np.log10(values[:, j] + 0.1)
+    return ExpressionTable(
+        path, ids, lines, seqs, values[:, 0], values[:, 1:], sps or [species] * len(ids), coords or None
+    )
+
+
+def _split_count(size: float, n: int, name: str) -> int:
+    """A fraction in (0, 1) of ``n`` rows, or a row count (an int >= 1)."""
+    if 0 < size < 1:
+        return round(size * n)
+    if size >= 1 and float(size).is_integer():
+        return int(size)
+    raise ValueError(f"{name}={size} must be a fraction in (0, 1) or a whole number of rows")
+
+
+def assign_splits(
+    groups: np.ndarray, val_size: float, test_size: float, seed: int, method: str = "grouped"
+) -> np.ndarray:
+    """Split name of each row: whole groups go to one split (``ordered`` keeps file order and ignores groups).
+
+    Groups are shuffled with ``seed``; test is filled first, then validation, each until it holds at least its
+    share, so a split may exceed its share by less than one group.
+
+    >>> assign_splits(np.arange(7), 2, 2, seed=0, method="ordered").tolist()
+    ['train', 'train', 'train', 'val', 'val', 'test', 'test']
+    """
+    if method not in SPLIT_METHODS:
+        raise ValueError(f"split={method!r} is not one of {SPLIT_METHODS}")
+    n = len(groups)
+    n_val, n_test = _split_count(val_size, n, "val_size"), _split_count(test_size, n, "test_size")
+    if n_val < 2 or n_test < 2 or n - n_val - n_test < 2:
+        raise ValueError(
+            f"{n} rows cannot be split into val={n_val}, test={n_test} and a training rest: each split needs at "
+            "least 2 rows (R² and correlations are undefined below that)"
+        )
+    out = np.full(n, "train", dtype=object)
+    if method == "ordered":
+        out[n - n_test :] = "test"
+        out[n - n_test - n_val : n - n_test] = "val"
+        return out
+    if method == "random":
+        groups = np.arange(n)
+    uniq = np.unique(groups)
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    filled = {"test": 0, "val": 0}
+    for g in uniq[order]:
+        rows = groups == g
+        split = next((s for s, want in (("test", n_test), ("val", n_val)) if filled[s] < want), "train")
+        out[rows] = split
+        if split != "train":
+            filled[split] += int(rows.sum())
+    if out.tolist().count("train") < 2:
+        raise ValueError(f"after grouping overlapping windows no training rows remain (val {n_val}, test {n_test})")
+    return out
+
+
+def overlap_groups(
+    sequences: Sequence[str], coords: Sequence[tuple[str, int, str]] | None, span: tuple[int, int]
+) -> np.ndarray:
+    """Group id of each row: identical sequences, or sequences whose genomic ``span`` (bp relative to the TSS)
+    overlap, share a group."""
+    parent = list(range(len(sequences)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, seq in enumerate(sequences):
+        parent[find(i)] = find(first.setdefault(seq, i))
+    if coords is not None:
+        start, end = span
+        # genomic span of each window: downstream is + on the + strand, - on the - strand
+        spans = [(c, t + start, t + end) if s == "+" else (c, t - end + 1, t - start + 1) for c, t, s in coords]
+        rep, reach, chrom = -1, 0, None
+        for i in sorted(range(len(spans)), key=lambda i: spans[i][:2]):
+            c, a, b = spans[i]
+            if c == chrom and a < reach:
+                parent[find(i)] = find(rep)
+                reach = max(reach, b)
+            else:
+                rep, reach, chrom = i, b, c
+    return np.array([find(i) for i in range(len(sequences))])
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """One split as the evaluator's baselines need it: window DNA, z-scored features, labels in label units."""
+
+    ids: list[str]
+    windows: list[str]
+    features: np.ndarray  # (n, F) float32, z-scored with training statistics
+    labels: np.ndarray  # (n,) float64, label units (after any log10)
+    rows: np.ndarray  # (n,) row index in the table
+
+
+class _TensorDataset(Dataset):
+    """Sample ``i`` is ``{key: tensor[i]}``: every prompt has the same length, so no padding is needed."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.tensors.items()}
+
+
+class ExpressionDataModule(L.LightningDataModule):
+    """Xpresso-style expression regression; see the module docstring for the prompt, splits and scaling.
+
+    ``batch_size`` is global (divided by the world size in ``setup``); ``block_size`` is the model's.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        block_size: int,
+        path: str | Path,
+        batch_size: int = 8,
+        window: Sequence[int] = (-1500, 1500),
+        tss_index: int = 7000,
+        sequence_length: int = 10500,
+        id_column: str = "ensembl_gene_id",
+        label_column: str = "human_expr_label",
+        sequence_column: str = "sequence_tss_minus7000_plus3500",
+        feature_columns: Sequence[str] = (),
+        log10_columns: Sequence[str] = (),
+        species: str = "human",
+        species_column: str | None = None,
+        coordinate_columns: Sequence[str] | None = ("chrom_GRCh37", "tss_1based", "strand"),
+        split: str = "grouped",
+        val_size: float = 0.15,
+        test_size: float = 0.15,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        seed: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if split not in SPLIT_METHODS:
+            raise ValueError(f"data.split={split!r} is not one of {SPLIT_METHODS}")
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+        self.tokenizer = tokenizer
+        self.window = self._check_window(window, tss_index, sequence_length, tokenizer)
+        self.n_features = len(feature_columns)
+        self.n_positions = self.prompt_positions(self.window, self.n_features, tokenizer)
+        if self.n_positions > block_size:
+            raise ValueError(
+                f"the expression prompt needs {self.n_positions} positions (window {list(self.window)} = "
+                f"{self.window[1] - self.window[0]} bp, {self.n_features} features) but the model's block_size is "
+                f"{block_size}; narrow data.window or pick a model with more positions"
+            )
+        self.path, self.tss_index, self.sequence_length = Path(path), tss_index, sequence_length
+        self.columns = dict(id_column=id_column, label_column=label_column, sequence_column=sequence_column,
+                            feature_columns=list(feature_columns), log10_columns=list(log10_columns),
+                            species=species, species_column=species_column,
+                            coordinate_columns=list(coordinate_columns) if coordinate_columns else None)  # fmt: skip
+        self.split, self.val_size, self.test_size, self.split_seed = split, val_size, test_size, split_seed
+        self.batch_size, self.num_workers, self.seed, self.pin_memory = batch_size, num_workers, seed, pin_memory
+        self.local_batch_size = batch_size
+        self.table: ExpressionTable | None = None
+        self.label_mean = self.label_std = float("nan")
+        self._splits: dict[str, np.ndarray] = {}  # split -> row indices
+        self._datasets: dict[str, _TensorDataset] = {}
+        self._features: np.ndarray | None = None  # (n, F) z-scored
+        self._windows: list[str] = []  # the window DNA of every row
+
+    @staticmethod
+    def _check_window(window: Sequence[int], tss_index: int, sequence_length: int, tokenizer) -> tuple[int, int]:
+        if len(window) != 2 or not all(float(w).is_integer() for w in window):
+            raise ValueError(f"data.window must be two integers [start, end) relative to the TSS, got {list(window)}")
+        start, end = (int(w) for w in window)
+        if not -tss_index <= start < end <= sequence_length - tss_index:
+            raise ValueError(
+                f"data.window={[start, end]} must satisfy {-tss_index} <= start < end <= {sequence_length - tss_index}: "
+                f"the stored sequences are {sequence_length} bp with the TSS at index {tss_index}"
+            )
+        if tokenizer.vocab == "fixed" and (end - start) % tokenizer.k:
+            raise ValueError(
+                f"data.window={[start, end]} is {end - start} bp, not a multiple of {tokenizer.k}: the fixed "
+                f"{tokenizer.k}-mer vocabulary cannot encode the tail (pick a window of whole {tokenizer.k}-mers)"
+            )
+        return start, end
+
+    @staticmethod
+    def prompt_positions(window: tuple[int, int], n_features: int, tokenizer) -> int:
+        """Expanded prompt length: species + DNA tokens + [<+> <M> + values] + <=> <M>."""
+        n_dna = math.ceil((window[1] - window[0]) / tokenizer.k)
+        return 1 + n_dna + (2 + n_features if n_features else 0) + 2
+
+    # ----- lifecycle ----------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        trainer = getattr(self, "trainer", None)
+        world_size = trainer.world_size if trainer is not None else 1
+        if self.batch_size % world_size:
+            raise ValueError(f"data.batch_size={self.batch_size} (global) is not divisible by the world size {world_size}")
+        self.local_batch_size = self.batch_size // world_size
+        if self.table is not None:
+            return
+        table = read_expression_table(
+            self.path, self.tokenizer, sequence_length=self.sequence_length, **self.columns
+        )
+        a, b = self.tss_index + self.window[0], self.tss_index + self.window[1]
+        windows = [s[a:b] for s in table.sequences]
+        # grouped on the whole stored sequences, so the split is the same whatever window the model reads
+        span = (-self.tss_index, self.sequence_length - self.tss_index)
+        groups = overlap_groups(table.sequences, table.coords, span)
+        names = assign_splits(groups, self.val_size, self.test_size, self.split_seed, self.split)
+        self._splits = {s: np.flatnonzero(names == s) for s in SPLITS}
+        train = self._splits["train"]
+        self.label_mean, self.label_std = _mean_std(table.labels[train], self.columns["label_column"], table.path)
+        self._features = np.zeros_like(table.features, dtype=np.float32)
+        for j, c in enumerate(self.columns["feature_columns"]):
+            mean, std = _mean_std(table.features[train, j], c, table.path)
+            self._features[:, j] = (table.features[:, j] - mean) / std
+        self.table, self._windows = table, windows
+        ids = self._encode(table, windows)
+        targets = ((table.labels - self.label_mean) / self.label_std).astype(np.float32)
+        for s, rows in self._splits.items():
+            self._datasets[s] = self._dataset(ids[rows], rows, targets[rows])
+        sizes = ", ".join(f"{s} {len(r)}" for s, r in self._splits.items())
+        log.info(
+            f"expression: {len(table.ids)} genes from {table.path} ({sizes}; split={self.split}, "
+            f"{len(np.unique(groups))} groups); window {list(self.window)}, {ids.shape[1]} tokens + "
+            f"{self.n_features} values per prompt; label mean {self.label_mean:.4f}, std {self.label_std:.4f} (train)"
+        )
+
+    def _encode(self, table: ExpressionTable, windows: list[str]) -> np.ndarray:
+        """(n, T) token ids of every prompt; all windows have one length, hence one number of DNA tokens."""
+        tok = self.tokenizer
+        tail = [tok.plus_id, tok.number_id] if self.n_features else []
+        tail += [tok.eq_id, tok.number_id]
+        dna = [tok.encode_dna(w) for w in windows]
+        n_dna = len(dna[0])
+        ids = np.empty((len(windows), 1 + n_dna + len(tail)), dtype=np.int64)
+        ids[:, 0] = [tok.species_id(sp) for sp in table.species]
+        ids[:, 1 : 1 + n_dna] = dna
+        ids[:, 1 + n_dna :] = tail
+        return ids
+
+    def _dataset(self, ids: np.ndarray, rows: np.ndarray, targets: np.ndarray) -> _TensorDataset:
+        n, T = ids.shape
+        F = self.n_features
+        first_m = T - 3 if F else T - 1  # index of the <M> the features follow (none without features)
+        return _TensorDataset({
+            "input_ids": torch.from_numpy(ids),
+            "attention_mask": torch.ones(n, T, dtype=torch.bool),
+            "values": torch.from_numpy(self._features[rows]),
+            "value_pos": torch.full((n, F), first_m, dtype=torch.long),
+            "value_mask": torch.ones(n, F, dtype=torch.bool),
+            "reg_pos": torch.full((n, 1), T - 1, dtype=torch.long),
+            "target": torch.from_numpy(targets),
+            "species": torch.from_numpy(ids[:, 0].copy()),
+            "row": torch.from_numpy(rows.astype(np.int64)),
+        })  # fmt: skip
+
+    # ----- access -------------------------------------------------------------------------------------------
+    def _require_setup(self) -> ExpressionTable:
+        if self.table is None:
+            raise RuntimeError("ExpressionDataModule.setup() has not run yet")
+        return self.table
+
+    def dataset(self, split: str) -> _TensorDataset:
+        self._require_setup()
+        if split not in self._datasets:
+            raise ValueError(f"unknown split {split!r}; one of {SPLITS}")
+        return self._datasets[split]
+
+    def split_data(self, split: str) -> SplitData:
+        """Rows of one split for baselines and tables (same order as its dataloader)."""
+        table = self._require_setup()
+        rows = self._splits[split]
+        return SplitData(
+            [table.ids[i] for i in rows], [self._windows[i] for i in rows], self._features[rows],
+            table.labels[rows], rows,
+        )  # fmt: skip
+
+    def to_label_units(self, z: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Z-scored predictions back in label units (e.g. log10(expression + 0.1))."""
+        self._require_setup()
+        return np.asarray(z, dtype=np.float64) * self.label_std + self.label_mean
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.local_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+def _mean_std(x: np.ndarray, column: str, path: Path) -> tuple[float, float]:
+    mean, std = float(x.mean()), float(x.std())
+    if not std > 0:
+        raise ValueError(f"{path}: column {column!r} is constant ({mean}) in the training split; it cannot be z-scored")
+    return mean, std

@@ -1,0 +1,78 @@
+"""Expression regression: the regression head at the last ``<M>`` of the prompt predicts the z-scored label.
+
+loss = MSE(regression head at ``reg_pos``, z-scored label). The token head is not used (``compute_logits=False``);
+it stays in the model, so checkpoints keep the release layout and load strictly. Prompt and batch layout:
+``dnagpt/data/expression.py``.
+
+Metrics per held-out split: ``r2`` (coefficient of determination, torchmetrics ``R2Score``), ``pearson``,
+``spearman`` and ``pearson_r2`` (squared Pearson r: what Xpresso's scripts print as "R^2" and the figure the
+DNAGPT paper compares with). All are invariant to the z-scoring, so they hold in label units too.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric, PearsonCorrCoef, R2Score, SpearmanCorrCoef
+
+from dnagpt.tasks.base import DNAGPTTask
+
+EVAL_SPLITS = ("val", "test")
+
+
+class ExpressionTask(DNAGPTTask):
+    def __init__(self, *args, monitor: str = "val/r2", mode: str = "max", **kwargs) -> None:
+        super().__init__(*args, monitor=monitor, mode=mode, **kwargs)
+        self.loss_mean = nn.ModuleDict({s: MeanMetric() for s in EVAL_SPLITS})
+        self.r2 = nn.ModuleDict({s: R2Score() for s in EVAL_SPLITS})
+        self.pearson = nn.ModuleDict({s: PearsonCorrCoef() for s in EVAL_SPLITS})
+        self.spearman = nn.ModuleDict({s: SpearmanCorrCoef() for s in EVAL_SPLITS})
+        self.val_r2_best = MaxMetric()
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) z-scored predictions of the regression head at each prompt's last ``<M>``."""
+        has_values = batch["values"].shape[1] > 0
+        out = self.model(
+            batch["input_ids"],
+            values=batch["values"] if has_values else None,
+            value_pos=batch["value_pos"] if has_values else None,
+            value_mask=batch["value_mask"] if has_values else None,
+            reg_pos=batch["reg_pos"],
+            compute_logits=False,
+        )
+        return out.value_pred[:, 0].float()
+
+    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
+        pred = self.predict(batch)
+        target = batch["target"].float()
+        loss = F.mse_loss(pred, target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{split}/loss is {loss.item()} at step {self.global_step}")
+        if split == "train":
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
+        else:
+            self.loss_mean[split].update(loss.detach(), weight=len(target))
+            for metric in (self.r2, self.pearson, self.spearman):
+                metric[split].update(pred.detach(), target)
+        return {"loss": loss, "pred": pred}
+
+    def _log_epoch(self, split: str) -> None:
+        pearson = self.pearson[split].compute()
+        metrics = {
+            f"{split}/loss": self.loss_mean[split].compute(),
+            f"{split}/r2": self.r2[split].compute(),
+            f"{split}/pearson": pearson,
+            f"{split}/pearson_r2": pearson**2,
+            f"{split}/spearman": self.spearman[split].compute(),
+        }
+        if split == "val":
+            self.val_r2_best.update(metrics["val/r2"])
+            metrics["val/r2_best"] = self.val_r2_best.compute()
+        self.log_dict(metrics, prog_bar=split == "val")
+        for metric in (self.loss_mean, self.r2, self.pearson, self.spearman):
+            metric[split].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
