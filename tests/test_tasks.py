@@ -1,6 +1,7 @@
 """The task modules' contract: losses, strict weights-only init from every source, tokenizer checks on checkpoints."""
 
 from functools import partial
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,14 @@ def test_resuming_with_another_tokenizer_is_an_error() -> None:
     checkpoint["dnagpt"]["tokenizer_spec"] = KmerTokenizer("fixed").to_dict()
     with pytest.raises(ValueError, match="trained with tokenizer"):
         task.on_load_checkpoint(checkpoint)
+
+
+def test_gradient_clipping_with_the_fused_optimizer() -> None:
+    task = make_task()
+    task._trainer = SimpleNamespace(precision="bf16-mixed")  # the only trainer attribute the hook reads
+    task.optimizer_factory = partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.1, fused=True)  # as in the configs
+    opt = task.configure_optimizers()["optimizer"]  # fused: Lightning's precision plugin would refuse to clip it
+    task.model_step(batch())["loss"].backward()
+    task.configure_gradient_clipping(opt, gradient_clip_val=0.01, gradient_clip_algorithm="norm")
+    grads = [p.grad for p in task.model.parameters() if p.grad is not None]
+    assert torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) <= 0.01 + 1e-6
