@@ -1,8 +1,8 @@
 """The task modules' contract: losses, strict weights-only init from every source, tokenizer checks on checkpoints."""
 
 from functools import partial
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
