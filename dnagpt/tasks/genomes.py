@@ -1,0 +1,53 @@
+"""Artificial human genomes: next-token language modelling of haplotype sentences (``<R>`` + allele k-mers).
+
+The batch comes from ``dnagpt.data.haplotypes``: labels are already shifted, −100 where there is no target. The token
+head runs only on positions with a target. ``val/ppl`` is per k-mer token: its floor is set by how predictable six
+linked alleles are, not by the 19,564-word vocabulary (generation is constrained to the 64 valid k-mers anyway).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MinMetric
+
+from dnagpt.tasks.base import DNAGPTTask
+
+EVAL_SPLITS = ("val", "test")
+
+
+class GenomesTask(DNAGPTTask):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_mean = nn.ModuleDict({s: MeanMetric() for s in EVAL_SPLITS})
+        self.val_loss_best = MinMetric()
+
+    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
+        labels = batch["labels"]
+        target = labels != -100
+        n_targets = target.sum()
+        if n_targets == 0:
+            raise ValueError("a genomes batch has no target token (all labels are -100)")
+        hidden = self.model(batch["input_ids"], compute_logits=False).hidden
+        loss = F.cross_entropy(self.model.logits(hidden[target]).float(), labels[target])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{split}/loss is {loss.item()} at step {self.global_step}")
+        if split == "train":
+            self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
+        else:
+            self.loss_mean[split].update(loss.detach(), weight=n_targets)
+        return {"loss": loss}
+
+    def _log_epoch(self, split: str) -> None:
+        loss = self.loss_mean[split].compute()
+        metrics = {f"{split}/loss": loss, f"{split}/ppl": torch.exp(loss)}
+        if split == "val":
+            self.val_loss_best.update(loss)
+            metrics["val/loss_best"] = self.val_loss_best.compute()
+        self.log_dict(metrics, prog_bar=split == "val")
+        self.loss_mean[split].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
