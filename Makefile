@@ -34,6 +34,7 @@ bench: install
 	$(PY) -m bench.tokenizer
 	$(PY) -m bench.generate
 	$(PY) -m bench.dataloader
+	$(PY) -m bench.train_step
 
 lint: install
 	$(VENV)/bin/ruff check .
