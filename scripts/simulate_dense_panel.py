@@ -5,7 +5,7 @@ ancestry over the real HapMap II chr22 recombination map (so LD decays as real l
 mutations. Biallelic SNPs with minor-allele frequency >= ``--min-maf`` are kept (a genotyping-array-like panel) and
 the first ``--snps`` of them in the region are written as ``dense.hapt.gz`` + ``dense.legend.gz`` (a0 = ancestral).
 
-    python scripts/simulate_dense_panel.py /work/shared/data            # writes dnagpt/resources/genomes/
+    python scripts/simulate_dense_panel.py ../shared/data            # writes dnagpt/resources/genomes/
 """
 
 import argparse
