@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dnagpt.data.batching import per_device_batch_size
 from dnagpt.utils.pylogger import RankedLogger
 
 __all__ = ["ExpressionDataModule", "ExpressionTable", "SplitData", "assign_splits", "read_expression_table"]
@@ -355,11 +356,7 @@ class ExpressionDataModule(L.LightningDataModule):
 
     # ----- lifecycle ----------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        trainer = getattr(self, "trainer", None)
-        world_size = trainer.world_size if trainer is not None else 1
-        if self.batch_size % world_size:
-            raise ValueError(f"data.batch_size={self.batch_size} (global) is not divisible by the world size {world_size}")
-        self.local_batch_size = self.batch_size // world_size
+        self.local_batch_size = per_device_batch_size(self.batch_size, getattr(self, "trainer", None))
         if self.table is not None:
             return
         table = read_expression_table(

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dnagpt.data.batching import per_device_batch_size
 from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.pylogger import RankedLogger
 
@@ -413,11 +414,7 @@ class GSRDataModule(L.LightningDataModule):
         return table
 
     def setup(self, stage: str | None = None) -> None:
-        trainer = getattr(self, "trainer", None)
-        world = trainer.world_size if trainer is not None else 1
-        if self.batch_size % world:
-            raise ValueError(f"data.batch_size={self.batch_size} (global) is not divisible by the world size {world}")
-        self.local_batch_size = self.batch_size // world
+        self.local_batch_size = per_device_batch_size(self.batch_size, getattr(self, "trainer", None))
         if self.datasets:
             return
         table = self.load_table()

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dnagpt.data.batching import per_device_batch_size
 from dnagpt.tokenizer import KmerTokenizer
 
 log = logging.getLogger(__name__)
@@ -350,10 +351,7 @@ class HaplotypeDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Loads every split whatever the stage: the genome evaluation needs train, val and test together."""
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if self.batch_size % world:
-            raise ValueError(f"batch_size={self.batch_size} is global and must be divisible by the world size {world}")
-        self.per_device_batch = self.batch_size // world
+        self.per_device_batch = per_device_batch_size(self.batch_size, self.trainer)
         if self.panel is not None:
             return
         panel = load_vcf_panel(self.vcf) if self.vcf else load_hapt_panel(self.hapt, self.legend_path)

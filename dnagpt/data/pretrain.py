@@ -44,6 +44,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from dnagpt.data.batching import per_device_batch_size
 from dnagpt.data.corpus import Corpus, SpeciesPlan, plan_species
 from dnagpt.data.fasta import N_BYTE, EncodedGenome, Region, build_cache
 from dnagpt.data.samples import SampleBuilder, SampleDraw
@@ -314,11 +315,7 @@ class GenomeDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             self.rank, self.world_size = trainer.global_rank, trainer.world_size
-        if self.batch_size % self.world_size:
-            raise ValueError(
-                f"data.batch_size={self.batch_size} (global) is not divisible by the world size {self.world_size}"
-            )
-        self.local_batch_size = self.batch_size // self.world_size
+        self.local_batch_size = per_device_batch_size(self.batch_size, trainer)
         if self._plans is not None:
             return
         wbp = self.builder.window_bp
