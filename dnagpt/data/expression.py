@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dnagpt.data.batching import per_device_batch_size
+from dnagpt.data.batching import SplitLoaders, per_device_batch_size
 from dnagpt.utils.pylogger import RankedLogger
 
 __all__ = ["ExpressionDataModule", "ExpressionTable", "SplitData", "assign_splits", "read_expression_table"]
@@ -270,7 +270,7 @@ class _TensorDataset(Dataset):
         return {k: v[i] for k, v in self.tensors.items()}
 
 
-class ExpressionDataModule(L.LightningDataModule):
+class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
     """Xpresso-style expression regression; see the module docstring for the prompt, splits and scaling.
 
     ``batch_size`` is global (divided by the world size in ``setup``); ``block_size`` is the model's.
@@ -451,15 +451,6 @@ class ExpressionDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 def _mean_std(x: np.ndarray, column: str, path: Path) -> tuple[float, float]:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dnagpt.data.batching import per_device_batch_size
+from dnagpt.data.batching import SplitLoaders, per_device_batch_size
 from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.pylogger import RankedLogger
 
@@ -342,7 +342,7 @@ class GSRDataset(Dataset):
         }
 
 
-class GSRDataModule(L.LightningDataModule):
+class GSRDataModule(SplitLoaders, L.LightningDataModule):
     """PAS/TIS rows → dedup → balance → split → prompts. ``motifs`` and ``tables[split]`` serve evaluators."""
 
     def __init__(
@@ -438,12 +438,3 @@ class GSRDataModule(L.LightningDataModule):
             self.datasets[split], batch_size=self.local_batch_size, shuffle=shuffle, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dnagpt.data.batching import per_device_batch_size
+from dnagpt.data.batching import SplitLoaders, per_device_batch_size
 from dnagpt.tokenizer import KmerTokenizer
 
 log = logging.getLogger(__name__)
@@ -318,7 +318,7 @@ def collate_sentences(rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids, dtype=torch.bool)}
 
 
-class HaplotypeDataModule(L.LightningDataModule):
+class HaplotypeDataModule(SplitLoaders, L.LightningDataModule):
     """Haplotype sentences of one panel (``.hapt`` + legend, or a phased VCF), split by individual."""
 
     def __init__(
@@ -384,12 +384,3 @@ class HaplotypeDataModule(L.LightningDataModule):
             drop_last=shuffle,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
