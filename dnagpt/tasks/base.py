@@ -28,7 +28,8 @@ CKPT_KEY = "dnagpt"  # our entry in a Lightning checkpoint: tokenizer spec, mode
 
 
 class DNAGPTTask(LightningModule):
-    """Base LightningModule; subclasses implement ``shared_step(batch, split)`` with their losses and metrics."""
+    """Base LightningModule; subclasses implement ``shared_step(batch, split)`` (losses, metric updates) and
+    ``log_epoch(split)`` (held-out metrics at the end of each validation and test epoch)."""
 
     def __init__(
         self,
@@ -131,3 +132,13 @@ class DNAGPTTask(LightningModule):
 
     def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def log_epoch(self, split: str) -> None:
+        """Log the metrics ``split`` ("val" or "test") accumulated over the epoch, then reset them."""
+        raise NotImplementedError
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch("test")

@@ -55,7 +55,7 @@ class ExpressionTask(DNAGPTTask):
                 metric[split].update(pred.detach(), target)
         return {"loss": loss, "pred": pred}
 
-    def _log_epoch(self, split: str) -> None:
+    def log_epoch(self, split: str) -> None:
         pearson = self.pearson[split].compute()
         metrics = {
             f"{split}/loss": self.loss_mean[split].compute(),
@@ -70,9 +70,3 @@ class ExpressionTask(DNAGPTTask):
         self.log_dict(metrics, prog_bar=split == "val")
         for metric in (self.loss_mean, self.r2, self.pearson, self.spearman):
             metric[split].reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")

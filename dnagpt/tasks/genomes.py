@@ -37,7 +37,7 @@ class GenomesTask(DNAGPTTask):
             self.loss_mean[split].update(loss.detach(), weight=n_targets)
         return {"loss": loss}
 
-    def _log_epoch(self, split: str) -> None:
+    def log_epoch(self, split: str) -> None:
         loss = self.loss_mean[split].compute()
         metrics = {f"{split}/loss": loss, f"{split}/ppl": torch.exp(loss)}
         if split == "val":
@@ -45,9 +45,3 @@ class GenomesTask(DNAGPTTask):
             metrics["val/loss_best"] = self.val_loss_best.compute()
         self.log_dict(metrics, prog_bar=split == "val")
         self.loss_mean[split].reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")

@@ -67,7 +67,7 @@ class GSRTask(DNAGPTTask):
             self.metrics[split].update(p_true, label)
         return {"loss": loss, "p_true": p_true}
 
-    def _log_epoch(self, split: str) -> None:
+    def log_epoch(self, split: str) -> None:
         values = {f"{split}/{k}": v.float() for k, v in self.metrics[split].compute().items()}
         values[f"{split}/loss"] = self.loss_mean[split].compute()
         if split == "val":
@@ -76,9 +76,3 @@ class GSRTask(DNAGPTTask):
         self.log_dict(values, prog_bar=split == "val")
         self.metrics[split].reset()
         self.loss_mean[split].reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")

@@ -84,7 +84,7 @@ class PretrainTask(DNAGPTTask):
             self.gc_r2[split].update(res["gc_pred"].detach(), res["gc_true"])
         return res
 
-    def _log_epoch(self, split: str) -> None:
+    def log_epoch(self, split: str) -> None:
         token_loss = self.token_loss_mean[split].compute()
         metrics = {
             f"{split}/loss": self.loss_mean[split].compute(),
@@ -100,9 +100,3 @@ class PretrainTask(DNAGPTTask):
         self.log_dict(metrics, prog_bar=split == "val")
         for metric in (self.loss_mean, self.token_loss_mean, self.order_acc, self.gc_r2):
             metric[split].reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
