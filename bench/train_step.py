@@ -1,88 +1,158 @@
-"""Training-step speed of the tiny preset: precision and optimizer variants, same run.
+"""Training-step speed: ours vs Hugging Face GPT-2 vs a nanoGPT-style reference at equal shape, fp32 and bf16, and MFU.
 
-    python -m bench.train_step [--batch 8] [--tokens 512] [--steps 4] [--json PATH]
+    python -m bench.train_step [--shapes tiny 0.1b] [--rounds 3] [--compile] [--json PATH]
 
-Measures tokens/s of forward + backward + AdamW on random DNA ids (the step's cost does not depend on the
-values) for fp32 vs bf16 autocast, and the AdamW step alone for the foreach vs fused implementations. Compare the
-ratios: the host is shared and absolute figures drift.
+One step = forward + next-token cross-entropy + backward + fused AdamW, on random DNA ids (the cost does not depend on
+the values). All three models have the same width, depth, heads, context and vocabulary; each runs its own usual path
+(ours: the chunked fused head + loss and the attention kernel chosen per dtype; GPT-2 and the reference: full logits and
+``F.cross_entropy``). Model FLOPs utilisation (MFU) divides our model FLOPs/s by the matmul peak measured at the start.
+``transformers`` is a bench-only dependency (``pip install -e .[bench]``): it adds import time to every run.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from bench.common import Row, format_table, interleaved_seconds, write_json
+from bench.reference_gpt import ReferenceGPT
 from dnagpt.model import DNAGPT, GPTConfig
+from dnagpt.model.config import DYNAMIC_VOCAB_SIZE, FIXED_VOCAB_SIZE
 
-VOCAB = 19564  # the dynamic vocabulary of the tiny preset
+T = 512
+SHAPES = {  # name -> (n_layer, n_head, n_embd, vocab, batch); 0.1b = the released DNAGPT-H body at T=512
+    "tiny": (4, 4, 256, DYNAMIC_VOCAB_SIZE, 8),
+    "0.1b": (12, 12, 768, FIXED_VOCAB_SIZE, 2),
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def step_seconds(model: DNAGPT, ids: torch.Tensor, bf16: bool, steps: int) -> float:
-    opt = torch.optim.AdamW(model.param_groups(0.1), lr=1e-4, fused=True)
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the best of ``repeats`` square ``n``-matmuls in ``dtype``: the ceiling MFU is measured against."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
 
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(ids[:, :-1], compute_logits=False)
-            loss = F.cross_entropy(model.logits(out.hidden).flatten(0, 1).float(), ids[:, 1:].flatten())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
 
-    step()  # warm-up
+def flops_per_token(n_layer: int, n_embd: int, vocab: int) -> float:
+    """Training FLOPs per token of our model (PaLM appendix B): 6 x matmul weights + 12 x layers x width x context.
+
+    Matmul weights: 12 D^2 per block, the head's D^2 + D V; embedding lookups do no FLOPs.
+    """
+    weights = 12 * n_layer * n_embd**2 + n_embd**2 + n_embd * vocab
+    return 6 * weights + 12 * n_layer * n_embd * T
+
+
+def build_models(shape: str) -> dict[str, torch.nn.Module]:
+    n_layer, n_head, n_embd, vocab, _ = SHAPES[shape]
+    models: dict[str, torch.nn.Module] = {}
+    torch.manual_seed(0)
+    models["ours"] = DNAGPT(GPTConfig(name=shape, block_size=T, vocab_size=vocab, n_layer=n_layer, n_head=n_head,
+                                      n_embd=n_embd))  # fmt: skip
+    models["nanoGPT-style"] = ReferenceGPT(vocab, T, n_layer, n_head, n_embd)
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+    except ImportError:
+        return models  # the caller reports the missing baseline
+    hf = GPT2Config(vocab_size=vocab, n_positions=T, n_embd=n_embd, n_layer=n_layer, n_head=n_head, resid_pdrop=0.0,
+                    embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False, bos_token_id=0, eos_token_id=0,
+                    attn_implementation="sdpa")  # fmt: skip
+    models["HF GPT-2"] = GPT2LMHeadModel(hf)
+    return models
+
+
+def loss_fn(name: str, model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    if name == "ours":
+        hidden = model(ids[:, :-1], compute_logits=False).hidden
+        return model.token_loss(hidden.flatten(0, 1), ids[:, 1:].flatten())
+    if name == "HF GPT-2":
+        logits = model(input_ids=ids[:, :-1]).logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+    return model.loss(ids)
+
+
+def make_step(name: str, model: torch.nn.Module, ids: torch.Tensor, dtype: torch.dtype, steps: int):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # the same optimiser for every model
+
+    def run() -> None:
+        for _ in range(steps):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                loss = loss_fn(name, model, ids)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    return run
+
+
+def compiled_rows(ids: torch.Tensor, rounds: int, steps: int) -> list[Row]:
+    """``torch.compile`` of our tiny model in bf16 against eager, compile time reported (it is paid at every start)."""
+    models = build_models("tiny")
+    eager, compiled = models["ours"], build_models("tiny")["ours"]
     start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
+    compiled.compile()
+    make_step("ours", compiled, ids, torch.bfloat16, 1)()
+    compile_s = time.perf_counter() - start
+    secs = interleaved_seconds({"eager": make_step("ours", eager, ids, torch.bfloat16, steps),
+                                "compiled": make_step("ours", compiled, ids, torch.bfloat16, steps)}, rounds)  # fmt: skip
+    n = ids[:, 1:].numel() * steps
+    return [Row("train step", "tiny bf16 ours + torch.compile", n / secs["compiled"], "tokens/s", "ours eager",
+                n / secs["eager"], note=f"compile time {compile_s:.0f} s (first step included)")]  # fmt: skip
 
 
-def optimizer_seconds(model: DNAGPT, fused: bool, steps: int = 5) -> float:
-    for p in model.parameters():
-        p.grad = torch.randn_like(p)
-    opt = torch.optim.AdamW(model.param_groups(0.1), lr=1e-4, fused=fused)
-    opt.step()  # warm-up (allocates the moments)
-    start = time.perf_counter()
-    for _ in range(steps):
-        opt.step()
-    return (time.perf_counter() - start) / steps
+def run(shapes: list[str], rounds: int, steps: int, compile: bool = False) -> list[Row]:
+    peaks = {key: matmul_peak(dtype) for key, dtype in DTYPES.items()}
+    rows = []
+    for shape in shapes:
+        n_layer, _, n_embd, vocab, batch = SHAPES[shape]
+        ids = torch.randint(34, vocab, (batch, T + 1))
+        models = build_models(shape)
+        fns = {(name, key): make_step(name, m, ids, dtype, steps) for key, dtype in DTYPES.items()
+               for name, m in models.items()}  # fmt: skip
+        tps = {k: batch * T * steps / s for k, s in interleaved_seconds(fns, rounds).items()}
+        for key in DTYPES:
+            for base in ("HF GPT-2", "nanoGPT-style"):
+                if (base, key) in tps:
+                    rows.append(Row("train step", f"{shape} {key} ours", tps["ours", key], "tokens/s", base,
+                                    tps[base, key], target=1.15 if base == "HF GPT-2" else None))  # fmt: skip
+            if ("HF GPT-2", key) not in tps:
+                rows.append(Row("train step", f"{shape} {key} ours", tps["ours", key], "tokens/s",
+                                note="transformers not installed: pip install -e .[bench]"))  # fmt: skip
+        rows.append(Row("train step", f"{shape} bf16 ours", tps["ours", "bf16"], "tokens/s", f"{shape} fp32 ours",
+                        tps["ours", "fp32"], target=2.2))  # fmt: skip
+        per_token = flops_per_token(n_layer, n_embd, vocab)
+        for key, dtype in DTYPES.items():
+            peaks[key] = max(peaks[key], matmul_peak(dtype))  # the best of start and now: load only lowers it
+            rows.append(Row("MFU", f"{shape} {key} ours", tps["ours", key] * per_token / 1e9, "GFLOP/s",
+                            f"matmul peak {key}", peaks[key] / 1e9,
+                            target=0.4 if (shape, key) == ("0.1b", "bf16") else None))  # fmt: skip
+    if compile:
+        rows += compiled_rows(torch.randint(34, DYNAMIC_VOCAB_SIZE, (8, T + 1)), rounds, steps)
+    return rows
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median)")
+    parser.add_argument("--steps", type=int, default=1, help="training steps per timed call")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (tens of seconds to compile)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    torch.manual_seed(0)
-    model = DNAGPT(GPTConfig.from_name("tiny", vocab_size=VOCAB, block_size=args.tokens))
-    ids = torch.randint(34, VOCAB, (args.batch, args.tokens + 1))
-    n_tokens = args.batch * args.tokens
-    fp32 = step_seconds(model, ids, bf16=False, steps=args.steps)
-    bf16 = step_seconds(model, ids, bf16=True, steps=args.steps)
-    foreach = optimizer_seconds(model, fused=False)
-    fused = optimizer_seconds(model, fused=True)
-    result = {
-        "train_tokens_per_s_fp32": n_tokens / fp32,
-        "train_tokens_per_s_bf16": n_tokens / bf16,
-        "bf16_over_fp32": fp32 / bf16,
-        "adamw_step_ms_foreach": foreach * 1e3,
-        "adamw_step_ms_fused": fused * 1e3,
-        "fused_over_foreach": foreach / fused,
-    }
-    print(f"training step, tiny preset, B={args.batch} T={args.tokens}")
-    print(f"  fp32            {result['train_tokens_per_s_fp32']:10,.0f} tokens/s")
-    print(f"  bf16 autocast   {result['train_tokens_per_s_bf16']:10,.0f} tokens/s   ({result['bf16_over_fp32']:.2f}x fp32)")
-    print(f"AdamW step over {sum(p.numel() for p in model.parameters()):,} parameters")
-    print(f"  foreach         {result['adamw_step_ms_foreach']:10.1f} ms")
-    print(f"  fused           {result['adamw_step_ms_fused']:10.1f} ms   ({result['fused_over_foreach']:.1f}x faster)")
+    rows = run(args.shapes, args.rounds, args.steps, args.compile)
+    print(format_table(rows))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    return result
+        write_json(rows, args.json)
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,0 +1,63 @@
+"""The chunked fused head + cross-entropy equals the plain path: loss and every gradient, fp32 and bf16 autocast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import dnagpt.model.losses as losses
+from dnagpt.model import DNAGPT, GPTConfig
+from dnagpt.model.losses import linear_cross_entropy
+
+
+def _grads(fn, *tensors: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
+    loss = fn(*leaves)
+    (loss * 3.0).backward()  # a non-unit upstream gradient checks the backward's scaling
+    return loss.detach(), [leaf.grad for leaf in leaves]
+
+
+@pytest.mark.parametrize("chunk", [7 * 11, 10**6])  # several chunks with a remainder (7 rows of 11 ids) / one chunk
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_matches_linear_then_cross_entropy_fp32(monkeypatch: pytest.MonkeyPatch, chunk: int, with_bias: bool) -> None:
+    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", chunk)
+    g = torch.Generator().manual_seed(0)
+    h, w, b = torch.randn(30, 8, generator=g), torch.randn(11, 8, generator=g), torch.randn(11, generator=g)
+    t = torch.randint(0, 11, (30,), generator=g)
+    bias = [b] if with_bias else []
+    ref, ref_grads = _grads(lambda h, w, *b: F.cross_entropy(F.linear(h, w, *b), t), h, w, *bias)
+    out, out_grads = _grads(lambda h, w, *b: linear_cross_entropy(h, w, b[0] if b else None, t), h, w, *bias)
+    torch.testing.assert_close(out, ref)
+    for got, want in zip(out_grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_model_token_loss_matches_logits_path_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    model = DNAGPT(GPTConfig(name="t", block_size=16, vocab_size=100, padded_vocab_size=128, n_layer=1, n_head=2,
+                             n_embd=32, bias=True))  # fmt: skip
+    hidden = torch.randn(40, 32)
+    targets = torch.randint(0, 100, (40,))
+    for bf16 in (False, True):
+        grads = []
+        for fused in (True, False):
+            model.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = (model.token_loss(hidden, targets) if fused
+                        else F.cross_entropy(model.logits(hidden).float(), targets))  # fmt: skip
+            loss.backward()
+            grads.append((loss.detach(), [p.grad.clone() for p in model.token_head.parameters()]))
+        (fused_loss, fused_grads), (ref_loss, ref_grads) = grads
+        tol = dict(rtol=2e-2, atol=2e-3) if bf16 else dict(rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fused_loss, ref_loss, **tol)
+        for got, want in zip(fused_grads, ref_grads, strict=True):
+            torch.testing.assert_close(got, want, **tol)
+        assert fused_grads[-1][100:].abs().max() == 0  # padded rows of the output layer get no gradient
+
+
+def test_bad_shapes_raise() -> None:
+    with pytest.raises(ValueError, match="hidden must be"):
+        linear_cross_entropy(torch.randn(2, 3, 4), torch.randn(5, 4), None, torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="at least one target"):
+        linear_cross_entropy(torch.randn(0, 4), torch.randn(5, 4), None, torch.zeros(0, dtype=torch.long))
