@@ -30,11 +30,9 @@ test: install  ## the whole suite, slow tests included (what CI runs)
 test-fast: install  ## the default suite: about a minute
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
-bench: install
-	$(PY) -m bench.tokenizer
-	$(PY) -m bench.generate
-	$(PY) -m bench.dataloader
-	$(PY) -m bench.train_step
+bench: install  ## the benchmark suite: one table + outputs/bench/results.json (about 10 minutes on 2 CPU cores)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[bench]"
+	$(PY) -m bench $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

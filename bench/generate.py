@@ -1,69 +1,118 @@
-"""Generation speed with and without the KV cache: ``python -m bench.generate [--json PATH]``.
+"""Generation speed: our KV cache vs no cache vs Hugging Face GPT-2 ``generate``, and batched haplotype generation.
 
-The tiny preset's shape (4 layers, 4 heads, D 256, dynamic vocabulary) with ``block_size`` 1,100, batch 4,
-a 16-token prompt and 1,024 greedy new tokens. Both runs are measured in full in the same process, after a
-short warm-up, and must produce identical tokens; compare the ratio, not absolute figures, across machines.
+    python -m bench.generate [--new-tokens 1024] [--batch 4] [--haplotypes 5008] [--json PATH]
+
+The tiny preset's shape (4 layers, 4 heads, D 256, dynamic vocabulary), ``block_size`` 1,100, a 16-token prompt and
+1,024 greedy new tokens; ours cached and uncached must produce identical tokens. GPT-2 and the nanoGPT-style reference
+have the same shape and decode greedily with their own caches. Haplotypes: the 805-SNP genomes model's shape (D 128,
+136 positions) samples 5,008 haplotypes of 135 tokens, constrained to each SNP's alleles, in batches of 256, against
+batches of 8 (what a loop over a handful of prompts gives) on a subset.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
 import torch
 
+from bench.common import Row, format_table, write_json
+from bench.reference_gpt import ReferenceGPT
+from dnagpt.data.haplotypes import read_legend
+from dnagpt.eval.genomes import generate_haplotypes
 from dnagpt.model import DNAGPT, GPTConfig, generate
+from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.resolvers import resource_path
+
+PROMPT, BLOCK = 16, 1100
 
 
-def _timed(
-    model: DNAGPT, prompt: torch.Tensor, new_tokens: int, use_cache: bool
-) -> tuple[torch.Tensor, float]:
+def _seconds(fn) -> tuple[object, float]:
     start = time.perf_counter()
-    out = generate(model, prompt, new_tokens, temperature=0.0, use_cache=use_cache)
+    out = fn()
     return out, time.perf_counter() - start
 
 
-def main(argv: list[str] | None = None) -> dict:
+def hf_gpt2(config: GPTConfig):
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+    except ImportError:
+        return None
+    hf = GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
+                    n_layer=config.n_layer, n_head=config.n_head, bos_token_id=0, eos_token_id=0,
+                    attn_implementation="sdpa")  # fmt: skip
+    return GPT2LMHeadModel(hf).eval()
+
+
+def decoding_rows(new_tokens: int, batch: int) -> list[Row]:
+    torch.manual_seed(0)
+    config = GPTConfig.from_name("tiny", block_size=BLOCK)
+    model = DNAGPT(config).eval()
+    prompt = torch.randint(34, config.vocab_size, (batch, PROMPT))
+    prompt[:, 0] = 21  # <R>
+    reference = ReferenceGPT(config.vocab_size, BLOCK, config.n_layer, config.n_head, config.n_embd).eval()
+    runs = {
+        "cached": lambda n: generate(model, prompt, n, temperature=0.0),
+        "uncached": lambda n: generate(model, prompt, n, temperature=0.0, use_cache=False),
+        "nanoGPT-style": lambda n: reference.generate(prompt, n),
+    }
+    hf = hf_gpt2(config)
+    if hf is not None:
+        runs["HF GPT-2"] = lambda n: hf.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                                 pad_token_id=0, eos_token_id=None)  # fmt: skip
+    with torch.inference_mode():
+        for fn in runs.values():  # warm-up: allocator, kernels
+            fn(8)
+        out, secs = {}, {}
+        for name, fn in runs.items():
+            out[name], secs[name] = _seconds(lambda fn=fn: fn(new_tokens))
+    tps = {name: batch * new_tokens / s for name, s in secs.items()}
+    same = bool(torch.equal(out["cached"], out["uncached"]))
+    rows = [Row("generation", f"tiny KV cache, {new_tokens} new x {batch}", tps["cached"], "tokens/s", "no cache",
+                tps["uncached"], target=10, note=f"cached and uncached greedy tokens identical: {same}")]  # fmt: skip
+    for base in ("HF GPT-2", "nanoGPT-style"):
+        if base in tps:
+            rows.append(Row("generation", f"tiny KV cache, {new_tokens} new x {batch}", tps["cached"], "tokens/s",
+                            f"{base} cached", tps[base], target=1.5 if base == "HF GPT-2" else None))  # fmt: skip
+    if not same:
+        raise SystemExit("cached and uncached greedy generation differ: the cache is wrong, the timing meaningless")
+    return rows
+
+
+def haplotype_rows(n: int, small_batch_n: int) -> list[Row]:
+    torch.manual_seed(0)
+    tokenizer = KmerTokenizer()
+    legend = read_legend(resource_path("genomes/yelmen805.legend.gz"))
+    tokens = -(-len(legend) // tokenizer.k)
+    model = DNAGPT(GPTConfig.from_name("tiny", vocab_size=len(tokenizer), block_size=tokens + 1, n_embd=128)).eval()
+    with torch.inference_mode():
+        generate_haplotypes(model, tokenizer, legend, 8, batch_size=8)  # warm-up
+        big = generate_haplotypes(model, tokenizer, legend, n, batch_size=256)
+        small = generate_haplotypes(model, tokenizer, legend, small_batch_n, batch_size=8)
+    if big.invalid_alleles or small.invalid_alleles:
+        raise SystemExit("constrained generation produced non-alleles: the benchmark is meaningless")
+    return [Row("generation", f"haplotypes {n} x {tokens} tokens, batch 256", n * tokens / big.seconds, "tokens/s",
+                f"batch 8 ({small_batch_n} haplotypes)", small_batch_n * tokens / small.seconds,
+                note=f"{n} haplotypes in {big.seconds:.1f} s")]  # fmt: skip
+
+
+def run(new_tokens: int, batch: int, haplotypes: int) -> list[Row]:
+    return decoding_rows(new_tokens, batch) + haplotype_rows(haplotypes, 64)
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--prompt-tokens", type=int, default=16)
-    parser.add_argument("--block-size", type=int, default=1100)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--haplotypes", type=int, default=5008)
+    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-
-    torch.manual_seed(0)
-    config = GPTConfig.from_name("tiny", block_size=args.block_size)
-    model = DNAGPT(config).to(args.device).eval()
-    prompt = torch.randint(34, config.vocab_size, (args.batch, args.prompt_tokens), device=args.device)
-    prompt[:, 0] = 21  # <R>
-    for use_cache in (True, False):  # warm-up: allocator, kernels
-        _timed(model, prompt, 8, use_cache)
-    cached, t_cached = _timed(model, prompt, args.new_tokens, use_cache=True)
-    uncached, t_uncached = _timed(model, prompt, args.new_tokens, use_cache=False)
-    n = args.batch * args.new_tokens
-    result = {
-        "device": args.device,
-        "cpu": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "batch": args.batch,
-        "prompt_tokens": args.prompt_tokens,
-        "new_tokens": args.new_tokens,
-        "cached_tokens_per_s": n / t_cached,
-        "uncached_tokens_per_s": n / t_uncached,
-        "speedup": t_uncached / t_cached,
-        "identical_tokens": bool(torch.equal(cached, uncached)),
-    }
-    print(f"KV cache:    {result['cached_tokens_per_s']:10.1f} new tokens/s ({t_cached:.1f} s)")
-    print(f"no cache:    {result['uncached_tokens_per_s']:10.1f} new tokens/s ({t_uncached:.1f} s)")
-    print(f"speed-up:    {result['speedup']:10.1f}x   identical greedy tokens: {result['identical_tokens']}")
+    rows = run(args.new_tokens, args.batch, args.haplotypes)
+    print(format_table(rows))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+        write_json(rows, args.json)
+    return rows
 
 
 if __name__ == "__main__":

@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pyfastx
 
+from bench.common import Row
 from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.resolvers import resource_path
 
-# The bundled excerpts (dnagpt/resources/bundled) are 1.5 Mb at most: default to the shared real data
-# next to the repository, which has >= 10 Mb in one file.
-DEFAULT_FASTA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hsap_GRCh37_chr20.fa.gz"
+# The bundled excerpts (dnagpt/resources/bundled) are 1.5 Mb at most: prefer the shared real data next to the
+# repository (>= 10 Mb in one file) where it exists, the bundled human excerpt elsewhere.
+SHARED_FASTA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hsap_GRCh37_chr20.fa.gz"
+DEFAULT_FASTA = SHARED_FASTA if SHARED_FASTA.exists() else Path(resource_path("bundled/human.fa.gz"))
 
 
 class PurePythonTokenizer:
@@ -90,6 +93,12 @@ def run(fasta: Path, mb: float, repeats: int) -> dict:
         "ratio_encode": mbps["ours_encode"] / mbps["python_encode"],
         "ratio_decode": mbps["ours_decode"] / mbps["python_decode"],
     }
+
+
+def rows(result: dict) -> list[Row]:
+    mbps, mb = result["mb_per_s"], f"{result['bp'] / 1e6:.1f} Mb"
+    return [Row("tokenizer", f"encode {mb}", mbps["ours_encode"], "MB/s", "pure Python", mbps["python_encode"]),
+            Row("tokenizer", f"decode {mb}", mbps["ours_decode"], "MB/s", "pure Python", mbps["python_decode"])]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -254,16 +254,19 @@ class DNAGPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def param_groups(self, weight_decay: float) -> list[dict]:
-        """nanoGPT param groups: matrices and embeddings decay, LayerNorm weights and biases don't.
+        """nanoGPT param groups: Linear and Embedding weights decay, LayerNorm weights and biases don't.
 
-        Returns groups, not an optimizer, so every harness builds its optimizer (e.g. a Hydra partial) on
-        the same groups.
+        Chosen by module and name, not by ``p.dim()``: FSDP flattens every parameter to 1-D, which would silently turn
+        weight decay off. Returns groups, not an optimizer, so every harness builds its optimizer (e.g. a Hydra
+        partial) on the same groups.
         """
-        params = [p for p in self.parameters() if p.requires_grad]
-        return [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
+        decay, no_decay = [], []
+        for module in self.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if p.requires_grad:
+                    matrix = name == "weight" and isinstance(module, nn.Linear | nn.Embedding)
+                    (decay if matrix else no_decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Token head on (..., D) states, sliced back to ``vocab_size`` if the head is padded."""

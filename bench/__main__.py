@@ -1,0 +1,61 @@
+"""The whole benchmark suite: one table, one JSON; every figure next to a baseline measured in the same run.
+
+    python -m bench [--quick] [--only train_step generate ...] [--json outputs/bench/results.json]
+
+Sections: ``train_step`` (matmul peak; ours vs HF GPT-2 vs a nanoGPT-style reference at the tiny and 0.1B shapes, fp32
+and bf16; MFU), ``framework`` (Trainer.fit vs a raw loop), ``generate`` (KV cache vs none vs HF ``generate``; batched
+haplotypes), ``tokenizer``, ``data`` (pipeline vs training consumption, peak RSS). About 10 minutes on 2 CPU cores;
+``--quick`` (tiny shape, fewer tokens) about 3. ``make bench`` installs the bench-only baseline (``transformers``) first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from bench import dataloader, generate, lightning_overhead, tokenizer, train_step
+from bench.common import Row, format_table, peak_rss_mb, write_json
+
+SECTIONS = ("train_step", "framework", "generate", "tokenizer", "data")
+
+
+def run_section(name: str, quick: bool) -> list[Row]:
+    if name == "train_step":
+        return train_step.run(["tiny"] if quick else list(train_step.SHAPES), rounds=3, steps=1)
+    if name == "framework":
+        return lightning_overhead.run(steps=4 if quick else 6, rounds=3)
+    if name == "generate":
+        return generate.run(new_tokens=256 if quick else 1024, batch=4, haplotypes=512 if quick else 5008)
+    if name == "tokenizer":
+        return tokenizer.rows(tokenizer.run(tokenizer.DEFAULT_FASTA, 3.0 if quick else 12.0, repeats=3))
+    args = argparse.Namespace(batches=20 if quick else 40, batch_size=8, block_size=512, workers=[0, 2], steps=3,
+                              big=False)  # fmt: skip
+    return dataloader.rows(dataloader.run(args))
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny shape only, fewer tokens (about 3 minutes)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", type=Path, default=Path("outputs/bench/results.json"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows, seconds = [], {}
+    for name in args.only:
+        start = time.perf_counter()
+        rows += run_section(name, args.quick)
+        seconds[name] = round(time.perf_counter() - start, 1)
+    rows.append(Row("memory", "peak RSS of the whole suite", peak_rss_mb(), "MB"))
+    print(format_table(rows))
+    write_json(rows, args.json, {"quick": args.quick, "section_seconds": seconds})
+    print(f"written to {args.json} (section times: {seconds})")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

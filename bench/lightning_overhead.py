@@ -1,0 +1,126 @@
+"""The framework's cost: our pre-training step inside ``Trainer.fit`` vs the same step in a hand-written loop.
+
+    python -m bench.lightning_overhead [--steps 6] [--rounds 3] [--json PATH]
+
+Both run the real ``PretrainTask`` of the tiny preset on the same real batches of the bundled corpus (prepared in
+advance, so the data pipeline is out of the comparison), bf16 autocast, fused AdamW, gradient clipping at 1.0 and the
+cosine schedule. The Trainer side logs its metrics (CSV, every 10 steps) as a real run does; its start-up and first
+step are excluded, as the raw loop's warm-up is. Rounds alternate between the two; medians of per-step times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import OmegaConf
+
+from bench.common import Row, format_table, write_json
+from dnagpt.data.pretrain import GenomeDataModule
+from dnagpt.model import GPTConfig
+from dnagpt.optim import cosine_with_warmup
+from dnagpt.tasks.pretrain import PretrainTask
+from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.resolvers import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _StepTimer(L.Callback):
+    """Wall time of every training step after the first, batch start to batch end (optimizer step included)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx > 0:
+            self.times.append(time.perf_counter() - self._start)
+
+
+def make_task(tokenizer: KmerTokenizer) -> PretrainTask:
+    return PretrainTask(
+        GPTConfig.from_name("tiny", vocab_size=len(tokenizer)), tokenizer.to_dict(),
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01, fused=True),
+        scheduler=functools.partial(cosine_with_warmup, warmup_steps=50, min_lr_ratio=0.1),
+    )  # fmt: skip
+
+
+def real_batches(tokenizer: KmerTokenizer, n: int, cache: Path) -> list[dict[str, torch.Tensor]]:
+    register_resolvers()
+    corpus = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "corpus" / "bundled.yaml"), resolve=True)
+    dm = GenomeDataModule(corpus, tokenizer, block_size=512, batch_size=8, num_workers=0, cache_dir=cache)
+    dm.prepare_data()
+    dm.setup("fit")
+    return [b for b, _ in zip(dm.train_dataloader(), range(n), strict=False)]
+
+
+def raw_loop(task: PretrainTask, batches: list[dict[str, torch.Tensor]]) -> list[float]:
+    """What ``Trainer.fit`` does for one step, written out: the baseline without the framework."""
+    opt = task.optimizer_factory(task.model.param_groups(0.01))
+    sched = task.scheduler_factory(opt, total_steps=len(batches))
+    times = []
+    for i, batch in enumerate(batches):
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = task.model_step(batch)["loss"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(task.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if i > 0:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def lightning_loop(task: PretrainTask, batches: list[dict[str, torch.Tensor]], log_dir: Path) -> list[float]:
+    timer = _StepTimer()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, precision="bf16-mixed", max_steps=len(batches), gradient_clip_val=1.0,
+        logger=CSVLogger(log_dir), log_every_n_steps=10, callbacks=[timer], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(task, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    return timer.times
+
+
+def run(steps: int, rounds: int) -> list[Row]:
+    tokenizer = KmerTokenizer()
+    with tempfile.TemporaryDirectory(prefix="dnagpt-bench-") as tmp:
+        batches = real_batches(tokenizer, steps + 1, Path(tmp) / "cache")
+        task = make_task(tokenizer)
+        raw, fit = [], []
+        for r in range(rounds):
+            raw += raw_loop(task, batches)
+            fit += lightning_loop(task, batches, Path(tmp) / f"logs{r}")
+    tokens = sum(b["input_ids"].numel() for b in batches) / len(batches)
+    return [Row("framework", "tiny bf16 PretrainTask in Trainer.fit", tokens / statistics.median(fit), "tokens/s",
+                "raw loop", tokens / statistics.median(raw), target=0.95,
+                note="ratio >= 0.95 means Lightning's overhead is <= 5%")]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per round and side")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    rows = run(args.steps, args.rounds)
+    print(format_table(rows))
+    if args.json:
+        write_json(rows, args.json)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
