@@ -3,6 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
+from dnagpt.utils.errors import exit_on_config_error
 from dnagpt.utils.resolvers import register_resolvers
 
 register_resolvers()
@@ -12,7 +13,8 @@ register_resolvers()
 def main(cfg: DictConfig) -> None:
     from dnagpt.pipeline import evaluate
 
-    evaluate(cfg)
+    with exit_on_config_error():
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,11 @@
-"""Callbacks of our own: the loss-curve picture a person looks at after a run, and the order-0 yardstick."""
+"""Callbacks of our own: the loss-curve picture a person looks at after a run, the order-0 yardstick, and the
+checkpoint a preempted job leaves behind."""
 
+import signal
+import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -9,7 +14,13 @@ import torch
 matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
+
+from dnagpt.checkpointing import validation_follows  # noqa: E402
+from dnagpt.utils.pylogger import RankedLogger  # noqa: E402
+
+log = RankedLogger(__name__)
 
 
 class LossCurvePlot(Callback):
@@ -119,3 +130,107 @@ class Order0Baseline(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.train_counts = state_dict["train_counts"]
+
+
+def preempted_step(trainer: Trainer) -> int | None:
+    """The step at which a ``PreemptionCheckpoint`` ended ``trainer``'s run; ``None`` when the run was not preempted."""
+    steps = [cb.preempted_at for cb in trainer.callbacks if isinstance(cb, PreemptionCheckpoint)]
+    return next((step for step in steps if step is not None), None)
+
+
+class PreemptionCheckpoint(Checkpoint):
+    """On SIGTERM or SIGUSR1 (what SLURM sends before a time limit with ``--signal=USR1@90``), save ``last.ckpt`` at
+    the end of the current training batch and end the run cleanly; ``ckpt_path=auto`` then continues it exactly.
+
+    - The handlers are installed when training starts, over Lightning's own (its SIGTERM handler ends the run at the
+      next batch without a checkpoint; its SLURM auto-requeue handler saves from inside the handler, in the middle of a
+      step), and removed when training ends. A handler the process had before the run is called once the checkpoint is
+      written. The handler only sets a flag: all the work happens at the batch boundary.
+    - The flag is reduced over ranks at every batch end, so a signal to any rank stops every rank at the same step.
+    - The run ends as if ``max_steps`` were this step: a validation due at this step still runs, and the checkpoint is
+      then written after it (from before it, the resumed run would skip that validation: Lightning assumes a checkpoint
+      from the end of a batch was followed by its validation). ``pipeline.train`` skips the test split.
+    - A ``Checkpoint`` subclass, so Lightning calls it after every other callback and the saved state includes their
+      updates for this batch. It must come after the run's ``ModelCheckpoint``, which stays ``trainer.checkpoint_callback``.
+    """
+
+    def __init__(self, dirpath: str | Path, signals: Sequence[str] = ("SIGTERM", "SIGUSR1")) -> None:
+        self.dirpath = Path(dirpath)
+        unknown = [name for name in signals if name not in signal.Signals.__members__]
+        if unknown:
+            raise ValueError(f"callbacks.preemption.signals: unknown signal(s) {unknown} (e.g. SIGTERM, SIGUSR1)")
+        self.signals = [signal.Signals[name] for name in signals]
+        self.preempted_at: int | None = None
+        self._saved = False
+        self._received: signal.Signals | None = None
+        self._before_run: dict[signal.Signals, Any] = {}  # the process's own handlers: called after the checkpoint
+        self._replaced: dict[signal.Signals, Any] = {}  # what on_train_start replaced (Lightning's): put back at the end
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if trainer.checkpoint_callback is self:
+            raise ValueError(
+                "callbacks.preemption (PreemptionCheckpoint) needs the run's ModelCheckpoint before it in the callbacks; "
+                "set callbacks.preemption=null to run without either"
+            )
+        self._before_run = {s: signal.getsignal(s) for s in self.signals}  # before Lightning installs its own
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.preempted_at, self._saved, self._received = None, False, None
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("training runs outside the main thread: SIGTERM and SIGUSR1 will not save a checkpoint")
+            return
+        self._replaced = {s: signal.signal(s, self._on_signal) for s in self.signals}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._received = signal.Signals(signum)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+        if self.preempted_at is not None:
+            return
+        if not trainer.strategy.reduce_boolean_decision(self._received is not None, all=False):
+            return
+        self.preempted_at = trainer.global_step
+        trainer.fit_loop.epoch_loop.max_steps = trainer.global_step  # end here, as an uninterrupted run would at max_steps
+        if not validation_follows(trainer):
+            self._checkpoint(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.preempted_at == trainer.global_step and not self._saved and not trainer.sanity_checking:
+            self._checkpoint(trainer)
+
+    def _checkpoint(self, trainer: Trainer) -> None:
+        path = self._save_last(trainer)
+        self._saved = True
+        cause = self._received.name if self._received is not None else "a signal to another rank"
+        log.warning(f"{cause}: saved {path}; preempted at step {trainer.global_step}; resume with ckpt_path=auto")
+        previous = self._before_run.get(self._received) if self._received is not None else None
+        if callable(previous):
+            previous(self._received, None)
+
+    def _save_last(self, trainer: Trainer) -> Path:
+        """Write last.ckpt through the run's ModelCheckpoint when it keeps one, so that its bookkeeping knows the file
+        holds this step: otherwise, when the run stops here, its ``on_train_end`` overwrites it with the end-of-training
+        state (an ended epoch, which a map-style loader would not resume mid-way)."""
+        ckpt = trainer.checkpoint_callback
+        if isinstance(ckpt, ModelCheckpoint) and ckpt.save_last is True and not ckpt.save_weights_only:
+            ckpt._save_last_checkpoint(trainer, ckpt._monitor_candidates(trainer))
+            return Path(ckpt.last_model_path)
+        path = self.dirpath / "last.ckpt"
+        trainer.save_checkpoint(path, weights_only=False)
+        return path
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.preempted_at is not None and not self._saved:  # a validation was expected and did not come
+            self._checkpoint(trainer)
+        self._restore()
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for s, handler in self._replaced.items():
+            if signal.getsignal(s) == self._on_signal and handler is not None:
+                signal.signal(s, handler)
+        self._replaced = {}

@@ -2,7 +2,8 @@
 
 Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts, so ``ckpt_path=auto`` would wipe the history of
 the run it continues. Ours reads the old rows back and keys every row by step: steps re-run after the last checkpoint
-replace their pre-crash values instead of appearing twice. The file is rewritten whole at each flush (it is small).
+replace their pre-crash values instead of appearing twice. The file is rewritten whole at each flush (it is small) and
+atomically (local directories): a kill mid-write leaves the previous version, never a truncated history.
 """
 
 import csv
@@ -10,6 +11,8 @@ import csv
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from dnagpt.checkpointing import atomic_path
 
 
 class _StepMergingWriter(ExperimentWriter):
@@ -30,7 +33,7 @@ class _StepMergingWriter(ExperimentWriter):
             self.rows.setdefault(step, {}).update(metrics)
         self.metrics = []
         keys = sorted(set().union(*self.rows.values()))
-        with self._fs.open(self.metrics_file_path, "w", newline="") as fh:
+        with atomic_path(self.metrics_file_path) as partial, open(partial, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=["step", *keys])
             writer.writeheader()
             writer.writerows({"step": step, **self.rows[step]} for step in sorted(self.rows))

@@ -17,6 +17,10 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from dnagpt.callbacks import preempted_step
+from dnagpt.checkpointing import CorruptCheckpointError, check_checkpoint, find_resume_checkpoint
+from dnagpt.config_checks import check_config
+from dnagpt.utils.errors import ConfigError
 from dnagpt.utils.pylogger import RankedLogger
 from dnagpt.utils.task_wrapper import task_wrapper
 
@@ -33,19 +37,21 @@ def apply_extras(cfg: DictConfig) -> None:
         log.info("Config:\n" + OmegaConf.to_yaml(cfg, resolve=True))
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
-    """``auto`` → ``<output_dir>/checkpoints/last.ckpt`` when it exists (fresh start otherwise); a path must exist."""
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, lightning: bool = True) -> str | None:
+    """``auto`` → ``<output_dir>/checkpoints/last.ckpt``, or the newest sound checkpoint beside it when it is corrupt
+    (fresh start when there is none); a path must exist and load (as a Lightning checkpoint of ours unless
+    ``lightning=False``, which evaluation passes to accept released weights)."""
     if ckpt_path is None:
         return None
     if ckpt_path == "auto":
-        last = Path(output_dir) / "checkpoints" / "last.ckpt"
-        if last.exists():
-            log.info(f"ckpt_path=auto: resuming from {last}")
-            return str(last)
-        log.info(f"ckpt_path=auto: no {last} yet, starting fresh")
-        return None
+        found = find_resume_checkpoint(Path(output_dir) / "checkpoints")
+        return None if found is None else str(found)
     if not Path(ckpt_path).exists():
         raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist (use ckpt_path=auto to resume only if present)")
+    try:
+        check_checkpoint(ckpt_path, lightning=lightning)
+    except CorruptCheckpointError as err:
+        raise ConfigError(f"ckpt_path={err}") from None
     return str(ckpt_path)
 
 
@@ -101,11 +107,7 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 @task_wrapper
 def train(cfg: DictConfig) -> dict[str, float]:
-    if cfg.get("init_from") and cfg.get("ckpt_path"):
-        raise ValueError(
-            "init_from (weights only) and ckpt_path (full resume) are both set; choose one: "
-            "init_from=PATH to start a new run from weights, ckpt_path=PATH|auto to continue a run"
-        )
+    check_config(cfg)
     apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -122,7 +124,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = scalar_metrics(trainer.callback_metrics)
-    if cfg.get("test"):
+    preempted_at = preempted_step(trainer)
+    if preempted_at is not None:
+        metrics["preempted_at_step"] = float(preempted_at)  # in metrics.json too: the job script can requeue on it
+    if cfg.get("test") and preempted_at is None:  # a preempted run is tested when it completes
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best and not trainer.fast_dev_run:
             log.warning("No best checkpoint was saved; testing the current weights")
@@ -154,7 +159,7 @@ def summarize(output_dir: Path, trainer: Trainer, metrics: dict[str, float]) -> 
 
 def get_metric_value(metrics: dict[str, float], name: str | None) -> float | None:
     """The value a sweep optimises; a typo in ``optimized_metric`` is an error listing what was logged."""
-    if not name:
+    if not name or "preempted_at_step" in metrics:  # a preempted run has no final value yet
         return None
     if name not in metrics:
         raise KeyError(f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}")
@@ -192,10 +197,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ``cfg.evaluation`` and ``cfg.analysis``, when set, are callables ``(module, datamodule, trainer, output_dir) ->
     dict[str, float]`` that write their own plots and tables; their scalars join ``metrics.json`` and ``metrics.csv``.
     """
+    check_config(cfg, stage="evaluate")
     apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir, lightning=False)
     if ckpt_path is None:
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no checkpoint to evaluate")
     module = module_for_evaluation(cfg, ckpt_path)

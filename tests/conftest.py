@@ -27,6 +27,7 @@ FAST = [
     "data.num_workers=0",
     "extras.print_config=false",
     "trainer.max_steps=4",
+    "task.scheduler.warmup_steps=0",  # a warm-up as long as the run is refused (dnagpt.config_checks)
     "trainer.val_check_interval=2",
     "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=2",

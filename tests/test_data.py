@@ -214,8 +214,8 @@ def test_skip_missing_warns_and_skips(tiny_corpus, tok, tmp_path, caplog):
 
 def test_batch_size_must_divide_world_size(tiny_corpus, tok, tmp_path):
     dm = GenomeDataModule(tiny_corpus, tok, block_size=BLOCK, batch_size=4, cache_dir=tmp_path / "c")
-    dm.trainer = SimpleNamespace(global_rank=0, world_size=3, training=False)
-    with pytest.raises(ValueError, match="batch_size=4 .* not divisible by the world size 3"):
+    dm.trainer = SimpleNamespace(global_rank=0, world_size=3, accumulate_grad_batches=1, training=False)
+    with pytest.raises(ValueError, match=r"batch_size=4 .*world size 3 .*4 is not divisible by 3 × 1 = 3"):
         dm.setup("fit")
 
 

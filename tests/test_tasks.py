@@ -126,7 +126,7 @@ def test_resuming_with_another_tokenizer_is_an_error() -> None:
 
 def test_gradient_clipping_with_the_fused_optimizer() -> None:
     task = make_task()
-    task._trainer = SimpleNamespace(precision="bf16-mixed")  # the only trainer attribute the hook reads
+    task._trainer = SimpleNamespace(precision="bf16-mixed", strategy=None)  # the trainer attributes the hook reads
     task.optimizer_factory = partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.1, fused=True)  # as in the configs
     opt = task.configure_optimizers()["optimizer"]  # fused: Lightning's precision plugin would refuse to clip it
     task.model_step(batch())["loss"].backward()

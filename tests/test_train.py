@@ -40,13 +40,15 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_resume_is_exact(make_cfg, tmp_path: Path) -> None:
     """N steps straight == N/2 steps, stop, resume to N: identical weights, optimizer and data cursor."""
-    straight = make_cfg("train", ["trainer.max_steps=6", "test=false"])
+    # a constant learning rate: the interrupted stage sizes its schedule for 3 steps, an interruption does not
+    constant_lr = "task.scheduler.min_lr_ratio=1.0"
+    straight = make_cfg("train", ["trainer.max_steps=6", "test=false", constant_lr])
     train(straight)
     want = _weights(tmp_path / "checkpoints" / "last.ckpt")
 
     resumed_dir = tmp_path / "resumed"
     for steps, ckpt in ((3, None), (6, "auto")):
-        cfg = make_cfg("train", [f"trainer.max_steps={steps}", "test=false", "trainer.val_check_interval=3"])
+        cfg = make_cfg("train", [f"trainer.max_steps={steps}", "test=false", "trainer.val_check_interval=3", constant_lr])
         cfg.paths.output_dir = str(resumed_dir)
         if ckpt:
             cfg.ckpt_path = ckpt
@@ -73,7 +75,7 @@ def test_init_from_checkpoint_then_evaluate(make_cfg, tmp_path: Path) -> None:
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     module = PretrainTask.load_from_checkpoint(ckpt)  # no Hydra involved
 
-    finetune = make_cfg("train", [f"init_from={ckpt}", "trainer.max_steps=1", "test=false"])
+    finetune = make_cfg("train", [f"init_from={ckpt}", "trainer.max_steps=1", "trainer.val_check_interval=1", "test=false"])
     finetune.paths.output_dir = str(tmp_path / "finetune")
     train(finetune)
 

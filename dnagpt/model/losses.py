@@ -33,11 +33,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h = hidden[start : start + rows].to(compute_dtype)
             t = targets[start : start + rows]
             logits = (h @ w.T if b is None else torch.addmm(b, h, w.T)).float()  # (n, V)
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-            # d(mean CE)/d logits = (softmax - onehot) / n, written over the logits block in place
-            probs = logits.sub_(lse[:, None]).exp_()
-            probs.scatter_add_(1, t[:, None], probs.new_full((t.numel(), 1), -1.0)).div_(n)
+            picked = logits.gather(1, t[:, None])
+            # softmax and then d(mean CE)/d logits = (softmax - onehot) / n, in place over the one (n, V) block
+            top = logits.amax(dim=1, keepdim=True)
+            probs = logits.sub_(top).exp_()
+            norm = probs.sum(dim=1, keepdim=True)
+            total += (top + norm.log() - picked).sum()
+            probs.mul_((norm * n).reciprocal_())
+            probs.scatter_add_(1, t[:, None], probs.new_full((t.numel(), 1), -1.0 / n))
             g = probs.to(compute_dtype)
             grad_h[start : start + rows] = (g @ w).to(hidden.dtype)
             if grad_w is not None:

@@ -6,15 +6,20 @@
 - ``init_from`` (weights only) goes through one strict loader for every source: our ``.ckpt``, a ``save_pretrained``
   directory or a released DNAGPT ``.pth``. Every head of the release exists in every task, so nothing is ever loaded with
   ``strict=False``.
+- One policy for a non-finite loss, ``task.nonfinite_loss``: ``stop`` raises naming the split, the loss part, the step and
+  the batch; ``skip`` drops the batch (its loss is never back-propagated, the optimizer makes no update), warns and
+  counts ``train/skipped_batches``. Under DDP the training decision is reduced over ranks: a rank skipping its backward
+  alone would leave the others waiting in the gradient all-reduce.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.strategies import FSDPStrategy
 
 from dnagpt.model.config import GPTConfig
 from dnagpt.model.gpt import DNAGPT
@@ -25,11 +30,21 @@ from dnagpt.utils.pylogger import RankedLogger
 log = RankedLogger(__name__)
 
 CKPT_KEY = "dnagpt"  # our entry in a Lightning checkpoint: tokenizer spec, model config, W&B run id
+NONFINITE_POLICIES = ("stop", "skip")  # task.nonfinite_loss
+
+
+def held_out(*names: str) -> frozenset[str]:
+    """``val/<name>`` and ``test/<name>`` for each name: what ``log_epoch`` logs for both held-out splits."""
+    return frozenset(f"{split}/{name}" for split in ("val", "test") for name in names)
 
 
 class DNAGPTTask(LightningModule):
     """Base LightningModule; subclasses implement ``shared_step(batch, split)`` (losses, metric updates) and
     ``log_epoch(split)`` (held-out metrics at the end of each validation and test epoch)."""
+
+    # Every metric the task logs, declared so that task.monitor and a sweep's optimized_metric are checked before any
+    # training (dnagpt.config_checks, dnagpt.utils.multirun); tests/test_sweeps.py holds it to what a real run logs.
+    LOGGED_METRICS: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -39,8 +54,11 @@ class DNAGPTTask(LightningModule):
         scheduler: Callable[..., Any] | None = None,
         monitor: str = "val/loss",
         mode: str = "min",
+        nonfinite_loss: str = "stop",
     ) -> None:
         super().__init__()
+        if nonfinite_loss not in NONFINITE_POLICIES:
+            raise ValueError(f"task.nonfinite_loss={nonfinite_loss!r} must be one of {', '.join(NONFINITE_POLICIES)}")
         cfg = model_cfg if isinstance(model_cfg, GPTConfig) else GPTConfig.from_dict(dict(model_cfg))
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "model_cfg", "tokenizer_spec"])
         self.hparams["model_cfg"] = cfg.to_dict()
@@ -54,6 +72,10 @@ class DNAGPTTask(LightningModule):
         self.model = DNAGPT(cfg)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.nonfinite_loss = nonfinite_loss
+        self.skipped_batches = 0  # training batches dropped for a non-finite loss, kept across resumes
+        self._batch_idx = 0  # of the batch in shared_step, for the non-finite message
+        self._dropped = False  # the last training batch was dropped: optimizer_step skips the update
 
     # ---- weights -------------------------------------------------------------------------------------------------
     def load_weights(self, path: str | Path) -> None:
@@ -88,11 +110,13 @@ class DNAGPTTask(LightningModule):
             "tokenizer_spec": self.hparams["tokenizer_spec"],
             "model_cfg": self.hparams["model_cfg"],
             "wandb_run_id": wandb_ids[0] if wandb_ids else None,
+            "skipped_batches": self.skipped_batches,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if CKPT_KEY in checkpoint:
             self._check_tokenizer(checkpoint[CKPT_KEY]["tokenizer_spec"], source="the checkpoint")
+            self.skipped_batches = int(checkpoint[CKPT_KEY].get("skipped_batches", 0))
 
     # ---- optimisation --------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
@@ -111,27 +135,76 @@ class DNAGPTTask(LightningModule):
     ) -> None:
         """Clip here: Lightning's mixed-precision plugin refuses to clip for fused optimizers (our default, measured
         7x faster steps on CPU) because a GradScaler would unscale inside them. bf16 and fp32 use no scaler, so clipping
-        the gradients as they are is exact; fp16 keeps Lightning's path (and its error)."""
+        the gradients as they are is exact; fp16 keeps Lightning's path (and its error). Under FSDP each rank holds a
+        shard of every gradient: the norm must be the global one, which only the FSDP wrapper computes."""
         if not gradient_clip_val or self.trainer.precision.startswith("16"):
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         if gradient_clip_algorithm == "value":
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        elif isinstance(self.trainer.strategy, FSDPStrategy):
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
         else:
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     # ---- steps ---------------------------------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self.shared_step(batch, "train")["loss"]
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        self._batch_idx = batch_idx
+        out = self.shared_step(batch, "train")
+        self._dropped = out is None
+        if out is not None:
+            return out["loss"]
+        if self.trainer.world_size == 1:
+            return None  # Lightning skips the backward
+        # Lightning refuses None under DDP. A zero loss over every parameter keeps the ranks' gradient all-reduce in step
+        # (every rank drops the same batch) without touching the non-finite graph; optimizer_step makes no update.
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Callable | None = None) -> None:
+        """Lightning's default, except that the closure (training_step, backward) runs before the step, so that a dropped
+        batch makes no update at all (AdamW would still decay its moments and the weights on zero gradients)."""
+        loss = optimizer_closure()
+        if not self._dropped:
+            optimizer.step(closure=lambda: loss)  # gradient clipping and the update, as Lightning does them
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._batch_idx = batch_idx
         self.shared_step(batch, "val")
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._batch_idx = batch_idx
         self.shared_step(batch, "test")
 
-    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
+    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor] | None:
+        """Losses and metric updates of one batch; ``None`` when the batch is dropped (``drop_nonfinite``)."""
         raise NotImplementedError
+
+    def drop_nonfinite(self, split: str, losses: Mapping[str, torch.Tensor]) -> bool:
+        """Apply ``task.nonfinite_loss`` to this batch's loss parts (called before anything is logged or updated).
+
+        Returns True when the batch must be dropped; raises ``FloatingPointError`` under ``stop``. One device sync per
+        call; in training one boolean all-reduce under DDP, so that every rank drops (or stops at) the same batch.
+        """
+        finite = torch.stack([torch.isfinite(v.detach()).all() for v in losses.values()]).all()
+        bad = bad_here = not bool(finite)
+        if split == "train" and self._trainer is not None:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad_here, all=False)
+        if not bad:
+            return False
+        parts = [f"{split}/{name} is {v.item()}" for name, v in losses.items() if not torch.isfinite(v).all()]
+        what = ", ".join(parts) or "a loss is not finite on another rank"
+        msg = f"{what} at step {self.global_step} (batch {self._batch_idx})"
+        if self.nonfinite_loss == "stop":
+            raise FloatingPointError(f"{msg}; task.nonfinite_loss=skip would drop such batches instead")
+        if split == "train":
+            self.skipped_batches += 1
+            # the step's row shows what happened (unlogged, Lightning would repeat the previous step's values there),
+            # logged as every task logs them: only train/loss on the progress bar
+            for name, value in losses.items():
+                self.log(f"train/{name}", value.detach().float(), prog_bar=name == "loss", batch_size=1)
+            self.log("train/skipped_batches", float(self.skipped_batches), batch_size=1)
+        log.warning(f"{msg}: batch dropped (task.nonfinite_loss=skip; {self.skipped_batches} training batches so far)")
+        return True
 
     def log_epoch(self, split: str) -> None:
         """Log the metrics ``split`` ("val" or "test") accumulated over the epoch, then reset them."""

@@ -14,12 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, PearsonCorrCoef, R2Score, SpearmanCorrCoef
 
-from dnagpt.tasks.base import DNAGPTTask
+from dnagpt.tasks.base import DNAGPTTask, held_out
 
 EVAL_SPLITS = ("val", "test")
 
 
 class ExpressionTask(DNAGPTTask):
+    LOGGED_METRICS = frozenset({"train/loss", "val/r2_best"}) | held_out("loss", "r2", "pearson", "pearson_r2", "spearman")
+
     def __init__(self, *args, monitor: str = "val/r2", mode: str = "max", **kwargs) -> None:
         super().__init__(*args, monitor=monitor, mode=mode, **kwargs)
         self.loss_mean = nn.ModuleDict({s: MeanMetric() for s in EVAL_SPLITS})
@@ -41,12 +43,12 @@ class ExpressionTask(DNAGPTTask):
         )
         return out.value_pred[:, 0].float()
 
-    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
+    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor] | None:
         pred = self.predict(batch)
         target = batch["target"].float()
         loss = F.mse_loss(pred, target)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{split}/loss is {loss.item()} at step {self.global_step}")
+        if self.drop_nonfinite(split, {"loss": loss}):
+            return None
         if split == "train":
             self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
         else:

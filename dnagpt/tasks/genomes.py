@@ -6,31 +6,32 @@ linked alleles are, not by the 19,564-word vocabulary (generation is constrained
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MinMetric
 
-from dnagpt.tasks.base import DNAGPTTask
+from dnagpt.tasks.base import DNAGPTTask, held_out
 
 EVAL_SPLITS = ("val", "test")
 
 
 class GenomesTask(DNAGPTTask):
+    LOGGED_METRICS = frozenset({"train/loss", "val/loss_best"}) | held_out("loss", "ppl")
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.loss_mean = nn.ModuleDict({s: MeanMetric() for s in EVAL_SPLITS})
         self.val_loss_best = MinMetric()
 
-    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
+    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor] | None:
         labels = batch["labels"]
         target = labels != -100
         n_targets = target.sum()
         if n_targets == 0:
             raise ValueError("a genomes batch has no target token (all labels are -100)")
         hidden = self.model(batch["input_ids"], compute_logits=False).hidden
-        loss = F.cross_entropy(self.model.logits(hidden[target]).float(), labels[target])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{split}/loss is {loss.item()} at step {self.global_step}")
+        loss = self.model.token_loss(hidden[target], labels[target])
+        if self.drop_nonfinite(split, {"loss": loss}):
+            return None
         if split == "train":
             self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
         else:

@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score, BinaryMatthewsCorrCoef
 
-from dnagpt.tasks.base import DNAGPTTask
+from dnagpt.tasks.base import DNAGPTTask, held_out
 
 EVAL_SPLITS = ("val", "test")
 
@@ -26,6 +26,8 @@ def binary_metrics() -> MetricCollection:
 
 
 class GSRTask(DNAGPTTask):
+    LOGGED_METRICS = frozenset({"train/loss", "train/acc", "val/auroc_best"}) | held_out("loss", "acc", "f1", "mcc", "auroc")
+
     def __init__(self, *args, monitor: str = "val/auroc", mode: str = "max", **kwargs) -> None:
         super().__init__(*args, monitor=monitor, mode=mode, **kwargs)
         self.metrics = nn.ModuleDict({s: binary_metrics() for s in EVAL_SPLITS})
@@ -47,15 +49,15 @@ class GSRTask(DNAGPTTask):
         tok = self.tokenizer
         return torch.softmax(logits[:, [tok.false_id, tok.true_id]].float(), dim=-1)[:, 1]
 
-    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
+    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor] | None:
         label = batch["label"]
         if ((label != 0) & (label != 1)).any():
             raise ValueError(f"{split} batch has labels {label.unique().tolist()}; GSR labels are 0 or 1")
         logits = self.answer_logits(batch)
         target = torch.where(label == 1, self.tokenizer.true_id, self.tokenizer.false_id)
         loss = F.cross_entropy(logits.float(), target)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{split}/loss is {loss.item()} at step {self.global_step}")
+        if self.drop_nonfinite(split, {"loss": loss}):
+            return None
         p_true = self.score(logits.detach())
         bs = label.shape[0]
         if split == "train":

@@ -14,12 +14,16 @@ from torch import nn
 from torchmetrics import MeanMetric, MinMetric, R2Score
 from torchmetrics.classification import BinaryAccuracy
 
-from dnagpt.tasks.base import DNAGPTTask
+from dnagpt.tasks.base import DNAGPTTask, held_out
 
 EVAL_SPLITS = ("val", "test")  # train reports per-step values; held-out splits accumulate over the epoch
 
 
 class PretrainTask(DNAGPTTask):
+    LOGGED_METRICS = frozenset(
+        {"train/loss", "train/token_loss", "train/order_loss", "train/gc_loss", "val/loss_best"}
+    ) | held_out("loss", "token_loss", "ppl", "order_acc", "gc_r2")
+
     def __init__(self, *args, reg_loss_weight: float = 0.01, order_loss_weight: float = 1.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.reg_loss_weight = reg_loss_weight
@@ -45,8 +49,8 @@ class PretrainTask(DNAGPTTask):
         n_targets = target.sum()
         if n_targets == 0:
             raise ValueError("a pre-training batch has no DNA target token (all labels are -100)")
-        # the token head only where there is a target: (N, V), never the full (B, T, V) when prompts are masked
-        token_loss = F.cross_entropy(self.model.logits(out.hidden[target]), labels[target])
+        # the token loss only where there is a target, through the fused chunked head: no (N, V) logits
+        token_loss = self.model.token_loss(out.hidden[target], labels[target])
 
         rows = torch.arange(labels.shape[0], device=labels.device)
         order_logits = self.model.logits(out.hidden[rows, batch["order_pos"]])  # (B, V)
@@ -66,11 +70,10 @@ class PretrainTask(DNAGPTTask):
             "n_targets": n_targets, "p_reversed": p_reversed, "gc_pred": gc_pred, "gc_true": gc_true,
         }
 
-    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
+    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor] | None:
         res = self.model_step(batch)
-        for name in ("loss", "token_loss", "order_loss", "gc_loss"):
-            if not torch.isfinite(res[name]):
-                raise FloatingPointError(f"{split}/{name} is {res[name].item()} at step {self.global_step}")
+        if self.drop_nonfinite(split, {name: res[name] for name in ("token_loss", "order_loss", "gc_loss", "loss")}):
+            return None
         if split == "train":
             bs = batch["input_ids"].shape[0]
             self.log("train/loss", res["loss"], prog_bar=True, batch_size=bs)

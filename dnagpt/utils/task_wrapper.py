@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from dnagpt.utils.errors import ConfigError
 from dnagpt.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -19,7 +20,8 @@ def task_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except Exception as err:
-            log.exception(f"{fn.__name__} failed: {err}")
+            if not isinstance(err, ConfigError):  # a refused config is one paragraph; the entry point prints it
+                log.exception(f"{fn.__name__} failed: {err}")
             raise
         finally:
             wandb = sys.modules.get("wandb")  # only a run that imported W&B can have a W&B run to close

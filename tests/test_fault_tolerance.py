@@ -1,0 +1,409 @@
+"""Nothing lost: SIGKILL and SIGTERM mid-run resume exactly, saves are atomic, corrupt checkpoints are skipped or refused,
+and a non-finite loss stops or skips by policy (docs/fault_tolerance.md).
+
+The kill and preemption tests run ``python train.py`` as a real subprocess, watch the ``metrics.csv`` it writes to pick
+their moment, and resume in-process with ``ckpt_path=auto``; one uninterrupted run of the same config is the reference.
+The config has dropout on, so the RNG stream is part of what must resume exactly.
+"""
+
+import csv
+import json
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, ROOT, SMALL_MODEL, compose_cfg
+from hydra.utils import instantiate
+from lightning.pytorch import Callback
+from omegaconf import OmegaConf, open_dict
+
+from dnagpt.checkpointing import AtomicCheckpointIO, CorruptCheckpointError, atomic_path, check_checkpoint
+from dnagpt.pipeline import get_metric_value, resolve_ckpt_path, train
+from dnagpt.utils.errors import ConfigError
+
+MAX_STEPS = 10
+# checkpoints at every step from the first validation on (Lightning defers them until the monitored metric exists;
+# on a validation step, until after it), validation every 2 steps (FAST)
+RUN = [
+    f"trainer.max_steps={MAX_STEPS}", "test=false", "model.dropout=0.1", "callbacks.model_checkpoint.every_n_train_steps=1",
+    "extras.torch_threads=1",
+]  # fmt: skip
+ENV = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------------------
+def start_run(run_dir: Path, cache_dir: Path, *extra: str) -> subprocess.Popen:
+    """``python train.py`` with the test config (conftest's FAST and SMALL_MODEL, then RUN) writing into ``run_dir``."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "train.py", *FAST, *SMALL_MODEL, *RUN, *extra,
+           f"hydra.run.dir={run_dir}", f"paths.cache_dir={cache_dir}"]  # fmt: skip
+    with open(run_dir.with_suffix(".log"), "wb") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT)
+
+
+def run_log(run_dir: Path) -> str:
+    return run_dir.with_suffix(".log").read_text(errors="replace")
+
+
+def logged_steps(run_dir: Path) -> list[int]:
+    """Steps with a row in the run's metrics.csv (read while the run rewrites it: a cut last line still names its step)."""
+    try:
+        lines = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[1:]
+    except FileNotFoundError:
+        return []
+    return [int(head) for head in (line.split(",", 1)[0] for line in lines) if head.isdigit()]
+
+
+def reached(proc: subprocess.Popen, run_dir: Path, step: int) -> bool:
+    if proc.poll() is not None:
+        tail = run_log(run_dir)[-3000:]
+        raise AssertionError(f"{run_dir.name} ended (status {proc.returncode}) before step {step}:\n{tail}")
+    return max(logged_steps(run_dir), default=-1) >= step
+
+
+def resume(run_dir: Path, cache_dir: Path, *extra: str) -> None:
+    train(compose_cfg("train", [*RUN, *extra, "ckpt_path=auto"], run_dir, cache_dir))
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def assert_same(got, want, where: str) -> None:
+    """Exact equality of nested checkpoint entries (tensors bit for bit)."""
+    if isinstance(want, torch.Tensor):
+        assert torch.equal(got, want), where
+    elif isinstance(want, dict):
+        assert got.keys() == want.keys(), where
+        for key in want:
+            assert_same(got[key], want[key], f"{where}/{key}")
+    elif isinstance(want, list | tuple):
+        assert len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_same(g, w, f"{where}[{i}]")
+    else:
+        assert got == want, where
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    """The run's final checkpoint and metrics log equal the reference's: weights, AdamW moments, schedule, data cursor,
+    callback states (ModelCheckpoint's hold paths, which differ) and every logged value, each step once."""
+    got, want = load(run_dir / "checkpoints" / "last.ckpt"), load(reference / "checkpoints" / "last.ckpt")
+    assert got["global_step"] == want["global_step"] == MAX_STEPS
+    for key in ("state_dict", "optimizer_states", "lr_schedulers", "GenomeDataModule", "loops", "callback_metrics"):
+        assert_same(got[key], want[key], key)
+    callbacks = [k for k in want["callbacks"] if not k.startswith("ModelCheckpoint")]
+    assert_same({k: got["callbacks"][k] for k in callbacks}, {k: want["callbacks"][k] for k in callbacks}, "callbacks")
+    got_rows, want_rows = metric_rows(run_dir), metric_rows(reference)
+    assert [r["step"] for r in got_rows] == list(range(MAX_STEPS))
+    assert got_rows == want_rows
+
+
+def metric_rows(run_dir: Path) -> list[dict[str, float | None]]:
+    """metrics.csv as numbers (the resumable logger writes back the rows it read as floats: 0 becomes 0.0)."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as fh:
+        return [{k: float(v) if v else None for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """One uninterrupted run of RUN, shared by the kill and preemption tests."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    train(compose_cfg("train", RUN, out, cache_dir))
+    return out
+
+
+# ---- 1. SIGKILL at random steps ----------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_sigkill_at_random_steps_then_auto_resume_is_exact(reference: Path, tmp_path: Path, cache_dir: Path) -> None:
+    rng = random.Random(20261125)  # after an odd row a validation runs: two kills in a training step, one in a validation
+    kill_after = sorted([*rng.sample(range(2, MAX_STEPS - 1, 2), 2), rng.choice(range(3, MAX_STEPS - 1, 2))])
+    runs = {step: tmp_path / f"killed_after_{step}" for step in kill_after}
+    procs = {step: start_run(run_dir, cache_dir) for step, run_dir in runs.items()}  # side by side: one startup's time
+    waiting, deadline = set(procs), time.monotonic() + 180
+    try:
+        while waiting and time.monotonic() < deadline:
+            for step in [s for s in waiting if reached(procs[s], runs[s], s)]:
+                procs[step].send_signal(signal.SIGKILL)  # right after the row of `step` is written
+                waiting.discard(step)
+            time.sleep(0.005)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None and waiting:
+                proc.kill()
+    assert not waiting, f"runs {sorted(waiting)} did not reach their step in time"
+    for step, run_dir in runs.items():
+        assert procs[step].wait(timeout=60) == -signal.SIGKILL
+        saved = check_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+        # killed mid-run; after row `step`, the checkpoint of step + 1 waits for its validation when one follows
+        assert step <= saved < MAX_STEPS, (step, saved)
+        resume(run_dir, cache_dir)
+        assert_same_run(run_dir, reference)
+
+
+# ---- 5. SIGTERM (preemption) ------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_sigterm_saves_at_the_batch_end_exits_cleanly_and_resumes_exactly(
+    reference: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    run_dir = tmp_path / "preempted"
+    # no periodic checkpoint before the end: a last.ckpt at the step reached can only come from the preemption callback
+    every = f"callbacks.model_checkpoint.every_n_train_steps={MAX_STEPS}"
+    proc = start_run(run_dir, cache_dir, "test=true", every)
+    deadline = time.monotonic() + 120
+    while not reached(proc, run_dir, 2) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)  # most likely during step 4, which a validation follows: saved after it
+    assert proc.wait(timeout=60) == 0, run_log(run_dir)[-3000:]
+    found = re.search(r"SIGTERM: saved \S+last\.ckpt; preempted at step (\d+); resume with ckpt_path=auto", run_log(run_dir))
+    assert found, run_log(run_dir)[-3000:]
+    step = int(found[1])
+    assert 2 < step < MAX_STEPS
+    assert check_checkpoint(run_dir / "checkpoints" / "last.ckpt") == step
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["preempted_at_step"] == step
+    assert not [k for k in metrics if k.startswith("test/")]  # the test split waits for the finished run
+    assert not list((run_dir / "checkpoints").glob(".*.partial"))
+    resume(run_dir, cache_dir, every)
+    assert_same_run(run_dir, reference)
+
+
+def test_running_best_survives_a_resume(make_cfg, tmp_path: Path) -> None:
+    """val/loss_best is a torchmetrics state, which Lightning does not checkpoint: ExactResume does. The resumed run
+    weighs the GC loss 1000 times more, so its validation loss is worse than every earlier one and must not become best."""
+    before = train(make_cfg("train", ["test=false"]))  # 4 steps, validations at 2 and 4
+    after = train(make_cfg("train", ["test=false", "trainer.max_steps=6", "task.reg_loss_weight=10", "ckpt_path=auto"]))
+    assert after["val/loss"] > before["val/loss_best"]
+    assert after["val/loss_best"] == pytest.approx(before["val/loss_best"], rel=0, abs=0)
+
+
+class SignalAt(Callback):
+    """Sends ``signum`` to this very process at the start of the batch that makes step ``step``."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def test_sigusr1_checkpoints_then_calls_the_previous_handler_and_skips_test(make_cfg, tmp_path: Path) -> None:
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    calls = []
+
+    def own_handler(signum: int, frame) -> None:
+        calls.append((signum, check_checkpoint(last)))
+
+    previous = signal.signal(signal.SIGUSR1, own_handler)
+    try:
+        cfg = make_cfg("train", ["trainer.max_steps=6", "test=true"])
+        with open_dict(cfg):
+            cfg.callbacks.signal_at = {"_target_": f"{__name__}.SignalAt", "step": 2, "signum": int(signal.SIGUSR1)}
+        metrics = train(cfg)
+        assert signal.getsignal(signal.SIGUSR1) is own_handler  # put back when training ended
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert calls == [(signal.SIGUSR1, 3)]  # once, after last.ckpt of the step reached was written
+    assert metrics["preempted_at_step"] == 3 and not [k for k in metrics if k.startswith("test/")]
+    assert get_metric_value(metrics, "val/loss") is None  # a sweep gets no value from an unfinished run
+
+
+def test_unknown_preemption_signal_is_a_clear_error(make_cfg) -> None:
+    cfg = make_cfg("train", ["callbacks.preemption.signals=[SIGTERM,SIGUSR3]"])
+    with pytest.raises(Exception, match="SIGUSR3"):
+        instantiate(cfg.callbacks.preemption)
+
+
+# ---- 2. atomic writes ---------------------------------------------------------------------------------------------------
+class KillsWhenPickled:
+    """Ends the process with SIGKILL while torch.save is writing it (no cleanup can run, as with a real kill)."""
+
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FailsWhenPickled:
+    def __reduce__(self):
+        raise OSError("disk full (injected)")
+
+
+def test_failed_save_keeps_the_previous_checkpoint_and_leaves_no_temp(tmp_path: Path) -> None:
+    io, path = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"w": torch.arange(4.0)}, path)
+    with pytest.raises(OSError, match="injected"):
+        io.save_checkpoint({"w": torch.zeros(4), "x": FailsWhenPickled()}, path)
+    assert torch.equal(load(path)["w"], torch.arange(4.0))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"w": torch.arange(4.0)}, path)
+    pid = os.fork()
+    if pid == 0:  # the child dies in the middle of writing the next checkpoint
+        try:
+            io.save_checkpoint({"w": torch.zeros(1 << 20), "x": KillsWhenPickled()}, path)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert torch.equal(load(path)["w"], torch.arange(4.0))  # the previous checkpoint, whole
+    assert (tmp_path / ".last.ckpt.partial").exists()  # the kill did land mid-save
+    io.save_checkpoint({"w": torch.ones(4)}, path)  # the next save replaces the leftover
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_atomic_path_renames_only_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "metrics.csv"
+    with atomic_path(target) as partial:
+        partial.write_text("step\n0\n")
+    with pytest.raises(RuntimeError), atomic_path(target) as partial:
+        partial.write_text("step\n")
+        raise RuntimeError
+    assert target.read_text() == "step\n0\n" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]
+
+
+TRAINERS = sorted(p.stem for p in (ROOT / "conf" / "trainer").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_every_trainer_config_saves_atomically(make_cfg, name: str) -> None:
+    cfg = make_cfg("train", [f"trainer={name}"])
+    assert [p._target_ for p in cfg.trainer.plugins] == ["dnagpt.checkpointing.AtomicCheckpointIO"]
+    if "FSDP" in OmegaConf.select(cfg, "trainer.strategy._target_", default=""):
+        return  # Lightning builds FSDP only on CUDA; with state_dict_type=full rank 0 saves through checkpoint_io
+    trainer = instantiate(cfg.trainer, accelerator="cpu", logger=False)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+# ---- 3. corrupt checkpoints -------------------------------------------------------------------------------------------
+def fake_checkpoint(path: Path, step: int) -> Path:
+    """The entries check_checkpoint asks of a Lightning checkpoint of ours, saved by torch as Lightning does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"model.w": torch.full((256,), float(step))}, "global_step": step, "dnagpt": {}}, path)
+    return path
+
+
+def test_auto_falls_back_from_a_truncated_last_ckpt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ckpts = tmp_path / "checkpoints"
+    fake_checkpoint(ckpts / "step0000004.ckpt", 4)
+    fake_checkpoint(ckpts / "step0000006.ckpt", 6)
+    (ckpts / "step0000009.ckpt").write_bytes(b"")  # empty: skipped
+    last = fake_checkpoint(ckpts / "last.ckpt", 8)
+    assert resolve_ckpt_path("auto", tmp_path) == str(last)
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    assert resolve_ckpt_path("auto", tmp_path) == str(ckpts / "step0000006.ckpt")
+    assert f"{last}: truncated or not a checkpoint" in caplog.text
+    assert "step0000009.ckpt: truncated or not a checkpoint" in caplog.text
+
+
+def test_auto_without_any_sound_checkpoint_starts_fresh(tmp_path: Path) -> None:
+    assert resolve_ckpt_path("auto", tmp_path) is None
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    assert resolve_ckpt_path("auto", tmp_path) is None
+
+
+def test_explicit_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"\x00not a checkpoint" * 256)
+    with pytest.raises(ConfigError, match=rf"^ckpt_path={re.escape(str(garbage))}: truncated or not a checkpoint \("):
+        resolve_ckpt_path(str(garbage), tmp_path)
+    weights = tmp_path / "weights.pth"
+    torch.save({"w": torch.ones(2)}, weights)
+    with pytest.raises(ConfigError, match="not a checkpoint of this project"):
+        resolve_ckpt_path(str(weights), tmp_path)  # resuming needs the full training state
+    assert resolve_ckpt_path(str(weights), tmp_path, lightning=False) == str(weights)  # evaluating takes weights
+    with pytest.raises(CorruptCheckpointError, match="is a directory"):
+        check_checkpoint(tmp_path)
+
+
+# ---- 4. non-finite losses -----------------------------------------------------------------------------------------------
+class NaNAt(Callback):
+    """Turns the output of ``module`` (a dotted path in the task's DNAGPT) into NaN for the training batches of the
+    given steps, on one rank or all: a non-finite value reaching the loss through the real forward pass."""
+
+    def __init__(self, steps: list[int], module: str = "regression_head", rank: int | None = None) -> None:
+        self.steps, self.module, self.rank = set(steps), module, rank
+        self.hook = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step in self.steps and self.rank in (None, trainer.global_rank):
+            module = pl_module.model.get_submodule(self.module)
+            self.hook = module.register_forward_hook(lambda mod, args, out: out * float("nan"))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.hook is not None:
+            self.hook.remove()
+            self.hook = None
+
+
+def with_nan(cfg, **kwargs):
+    with open_dict(cfg):
+        cfg.callbacks.nan = {"_target_": f"{__name__}.NaNAt", **kwargs}
+    return cfg
+
+
+def test_nonfinite_loss_stop_names_split_part_and_step(make_cfg) -> None:
+    cfg = with_nan(make_cfg("train", ["trainer.max_steps=3", "test=false"]), steps=[1])
+    with pytest.raises(FloatingPointError, match=r"^train/gc_loss is nan, train/loss is nan at step 1 \(batch 1\)"):
+        train(cfg)
+
+
+def test_nonfinite_loss_skip_drops_the_batch_and_counts_it(make_cfg, tmp_path: Path) -> None:
+    cfg = with_nan(make_cfg("train", ["task.nonfinite_loss=skip", "test=false"]), steps=[1])
+    metrics = train(cfg)
+    assert metrics["train/skipped_batches"] == 1
+    ckpt = load(tmp_path / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 4 and ckpt["dnagpt"]["skipped_batches"] == 1
+    assert all(torch.isfinite(w).all() for w in ckpt["state_dict"].values())
+    adam_steps = {float(s["step"]) for s in ckpt["optimizer_states"][0]["state"].values()}
+    assert adam_steps == {3.0}  # four batches, three optimizer updates: the NaN batch made none
+    rows = metric_rows(tmp_path)
+    assert [r["train/skipped_batches"] for r in rows] == [None, 1, 1, 1]  # cumulative from the skipped step
+    assert math.isnan(rows[1]["train/gc_loss"]) and math.isnan(rows[1]["train/loss"])  # that step's own values
+    assert all(math.isfinite(rows[i]["train/loss"]) for i in (0, 2, 3))
+
+
+@pytest.mark.parametrize(("task", "block_size"), [("gsr", 128), ("expression", 512), ("genomes", 256)])
+def test_every_task_applies_the_nonfinite_policy(make_cfg, task: str, block_size: int) -> None:
+    cfg = make_cfg("train", [f"task={task}", f"model.block_size={block_size}", "trainer.max_steps=2", "test=false"])
+    cfg = with_nan(cfg, steps=[1], module="transformer.ln_f")
+    with pytest.raises(FloatingPointError, match=r"^train/loss is nan at step 1 \(batch 1\)"):
+        train(cfg)
+
+
+def test_unknown_nonfinite_policy_is_refused(make_cfg) -> None:
+    cfg = make_cfg("train", ["task.nonfinite_loss=ignore"])
+    tokenizer = instantiate(cfg.tokenizer)
+    model_cfg = instantiate(cfg.model, vocab_size=len(tokenizer))
+    with pytest.raises(Exception, match="task.nonfinite_loss='ignore' must be one of stop, skip"):
+        instantiate(cfg.task, model_cfg=model_cfg, tokenizer_spec=tokenizer.to_dict())
+
+
+@pytest.mark.slow
+def test_skip_under_ddp_every_rank_drops_the_batch(tmp_path: Path, cache_dir: Path) -> None:
+    """NaN on rank 1 only: rank 0 must drop the same batch, or its gradient all-reduce would wait for rank 1 forever."""
+    run_dir = tmp_path / "ddp"
+    proc = start_run(
+        run_dir, cache_dir, "trainer=ddp_sim", "data.batch_size=8", "trainer.max_steps=4", "task.nonfinite_loss=skip",
+        "+callbacks.nan._target_=test_fault_tolerance.NaNAt", "+callbacks.nan.steps=[1]", "+callbacks.nan.rank=1",
+    )  # fmt: skip
+    try:
+        assert proc.wait(timeout=150) == 0, run_log(run_dir)[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "a loss is not finite on another rank at step 1 (batch 1): batch dropped" in run_log(run_dir)  # rank 0
+    ckpt = load(run_dir / "checkpoints" / "last.ckpt")
+    assert {float(s["step"]) for s in ckpt["optimizer_states"][0]["state"].values()} == {3.0}
+    assert all(torch.isfinite(w).all() for w in ckpt["state_dict"].values())
