@@ -153,6 +153,24 @@ def test_allowed_mask_is_never_violated(form: str) -> None:
         assert seen[:3] == [(0, (B, 0)), (1, (B, 1)), (2, (B, 2))]
 
 
+def test_constrained_greedy_equals_masked_full_vocabulary_argmax() -> None:
+    """The head scores only the allowed ids; the choice must be the argmax of the masked full logits."""
+    model = tiny()
+    n, B = 5, 3
+    table = torch.rand(B, n, V, generator=torch.Generator().manual_seed(3)) < 0.01
+    prompt = torch.tensor([[R, 4000]]).repeat(B, 1)
+    out = generate(model, prompt, n, temperature=0.0, allowed=table)
+    seq = prompt
+    for step in range(n):
+        with torch.no_grad():
+            logits = model(seq).logits[:, -1].masked_fill(~table[:, step], float("-inf"))
+        seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, seq)
+    hidden = torch.randn(4, 32)
+    ids = torch.tensor([5, 900, 35])
+    torch.testing.assert_close(model.logits_at(hidden, ids), model.logits(hidden)[:, ids])
+
+
 def test_stop_tokens_pad_finished_rows_and_stop_early() -> None:
     model = tiny()
     allowed = torch.zeros(3, 10, V, dtype=torch.bool)

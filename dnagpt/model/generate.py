@@ -151,17 +151,21 @@ def generate(
             if not use_cache:
                 seq = torch.cat([input_ids, new], dim=1)
                 hidden = model(seq, **numbers, compute_logits=False).hidden[:, -1]
-            logits = model.logits(hidden).float()  # (B, V)
             mask = _allowed_at(allowed, step, new, max_new_tokens, model.config.vocab_size)
-            if mask is not None:
-                mask = mask.to(logits.device).expand(B, -1) | finished[:, None]  # finished rows emit pad_id
-                blocked = ~mask.any(dim=-1)
+            if mask is None:
+                token = _sample(model.logits(hidden).float(), temperature, top_k, top_p, generator)
+            else:
+                mask = mask.to(hidden.device).expand(B, -1)
+                blocked = ~mask.any(dim=-1) & ~finished  # finished rows emit pad_id whatever they sample
                 if blocked.any():
                     raise ValueError(
                         f"allowed permits no token for row {int(blocked.nonzero()[0])} at step {step}"
                     )
-                logits = logits.masked_fill(~mask, float("-inf"))
-            token = _sample(logits, temperature, top_k, top_p, generator)
+                # the head scores only the ids some row may take: the softmax over them is the masked softmax
+                cols = mask.any(dim=0).nonzero().squeeze(1)
+                logits = model.logits_at(hidden, cols).float().masked_fill(~mask[:, cols], float("-inf"))
+                logits = logits.masked_fill(finished[:, None], 0.0)  # finished rows: any finite row samples
+                token = cols[_sample(logits, temperature, top_k, top_p, generator)]
             token = torch.where(finished, torch.full_like(token, pad_id), token)
             new = torch.cat([new, token[:, None]], dim=1)
             finished |= torch.isin(token, stop)

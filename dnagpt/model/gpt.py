@@ -272,13 +272,20 @@ class DNAGPT(nn.Module):
         """Token head on (..., D) states, sliced back to ``vocab_size`` if the head is padded."""
         return self.token_head(hidden)[..., : self.config.vocab_size]
 
+    def logits_at(self, hidden: Tensor, ids: Tensor) -> Tensor:
+        """``self.logits(hidden)[..., ids]`` computing only those columns of the token head: constrained decoding
+        (e.g. one SNP's alleles) scores a few ids instead of the whole vocabulary."""
+        out = self.token_head[-1]
+        bias = None if out.bias is None else out.bias[ids]
+        return F.linear(self.token_head.features(hidden), out.weight[ids], bias)
+
     def token_loss(self, hidden: Tensor, targets: Tensor) -> Tensor:
         """Mean next-token cross-entropy of (N, D) states against (N,) ids, equal to ``F.cross_entropy(self.logits(
         hidden), targets)`` but through :func:`linear_cross_entropy`: the (N, vocab) logits are never materialised."""
-        *features, out = self.token_head
+        out = self.token_head[-1]
         v = self.config.vocab_size
         bias = None if out.bias is None else out.bias[:v]
-        return linear_cross_entropy(nn.Sequential(*features)(hidden), out.weight[:v], bias, targets)
+        return linear_cross_entropy(self.token_head.features(hidden), out.weight[:v], bias, targets)
 
     def set_kv_cache(
         self,

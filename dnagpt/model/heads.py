@@ -8,7 +8,7 @@ stay plain ``nn.Sequential`` subclasses: inputs and outputs keep the Linear conv
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 
 class MLPHead(nn.Sequential):
@@ -21,6 +21,13 @@ class MLPHead(nn.Sequential):
             nn.LayerNorm(hidden, eps=1e-5, bias=bias),
             nn.Linear(hidden, out_features, bias=bias),
         )
+
+    def features(self, x: Tensor) -> Tensor:
+        """Everything before the output Linear: callers that need only some outputs (or a fused loss) apply it
+        themselves to ``self[-1].weight`` rows."""
+        for layer in list(self)[:-1]:
+            x = layer(x)
+        return x
 
 
 class NumberEmbedding(MLPHead):
