@@ -57,6 +57,16 @@ def interleaved_seconds(fns: dict[str, Callable[[], object]], rounds: int) -> di
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def status_mb(*keys: str) -> dict[str, float]:
+    """Memory figures of this process from /proc/self/status, MB (e.g. VmRSS, RssAnon: its private part)."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in keys:
+            out[key] = int(rest.split()[0]) / 1024
+    return out
+
+
 def peak_rss_mb() -> float:
     """Lifetime peak resident memory of this process, MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -12,13 +12,15 @@ the values). All three models have the same width, depth, heads, context and voc
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from bench.common import Row, format_table, interleaved_seconds, write_json
+from bench.common import Row, format_table, interleaved_seconds, peak_rss_mb, status_mb, write_json
 from bench.reference_gpt import ReferenceGPT
 from dnagpt.model import DNAGPT, GPTConfig
 from dnagpt.model.config import DYNAMIC_VOCAB_SIZE, FIXED_VOCAB_SIZE
@@ -52,22 +54,51 @@ def flops_per_token(n_layer: int, n_embd: int, vocab: int) -> float:
     return 6 * weights + 12 * n_layer * n_embd * T
 
 
-def build_models(shape: str) -> dict[str, torch.nn.Module]:
+def build_model(name: str, shape: str) -> torch.nn.Module | None:
+    """One of the compared models at ``shape`` (None for GPT-2 without ``transformers``)."""
     n_layer, n_head, n_embd, vocab, _ = SHAPES[shape]
-    models: dict[str, torch.nn.Module] = {}
     torch.manual_seed(0)
-    models["ours"] = DNAGPT(GPTConfig(name=shape, block_size=T, vocab_size=vocab, n_layer=n_layer, n_head=n_head,
-                                      n_embd=n_embd))  # fmt: skip
-    models["nanoGPT-style"] = ReferenceGPT(vocab, T, n_layer, n_head, n_embd)
+    if name == "ours":
+        return DNAGPT(GPTConfig(name=shape, block_size=T, vocab_size=vocab, n_layer=n_layer, n_head=n_head,
+                                n_embd=n_embd))  # fmt: skip
+    if name == "nanoGPT-style":
+        return ReferenceGPT(vocab, T, n_layer, n_head, n_embd)
     try:
         from transformers import GPT2Config, GPT2LMHeadModel
     except ImportError:
-        return models  # the caller reports the missing baseline
+        return None  # the caller reports the missing baseline
     hf = GPT2Config(vocab_size=vocab, n_positions=T, n_embd=n_embd, n_layer=n_layer, n_head=n_head, resid_pdrop=0.0,
                     embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False, bos_token_id=0, eos_token_id=0,
                     attn_implementation="sdpa")  # fmt: skip
-    models["HF GPT-2"] = GPT2LMHeadModel(hf)
-    return models
+    return GPT2LMHeadModel(hf)
+
+
+def build_models(shape: str) -> dict[str, torch.nn.Module]:
+    models = {name: build_model(name, shape) for name in ("ours", "nanoGPT-style", "HF GPT-2")}
+    return {name: m for name, m in models.items() if m is not None}
+
+
+def step_memory_mb(name: str, shape: str, dtype_key: str) -> float | None:
+    """Peak resident memory a training step adds to a fresh process (model, AdamW state, activations), MB.
+
+    Run in a spawned process (``memory_rows``): peak RSS only grows, so each model needs its own process.
+    """
+    before = status_mb("VmRSS")["VmRSS"]
+    model = build_model(name, shape)
+    if model is None:
+        return None
+    ids = torch.randint(34, SHAPES[shape][3], (SHAPES[shape][4], T + 1))
+    make_step(name, model, ids, DTYPES[dtype_key], steps=2)()
+    return peak_rss_mb() - before
+
+
+def memory_rows(shape: str, dtype_key: str) -> list[Row]:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        mb = {name: pool.submit(step_memory_mb, name, shape, dtype_key).result() for name in ("ours", "HF GPT-2")}
+    if mb["HF GPT-2"] is None:
+        return []
+    return [Row("memory", f"{shape} {dtype_key} training step, ours", mb["ours"], "MB", "HF GPT-2", mb["HF GPT-2"],
+                note="peak RSS above a fresh process (lower is better): no (N, vocab) logits in ours")]  # fmt: skip
 
 
 def loss_fn(name: str, model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -109,7 +140,7 @@ def compiled_rows(ids: torch.Tensor, rounds: int, steps: int) -> list[Row]:
                 n / secs["eager"], note=f"compile time {compile_s:.0f} s (first step included)")]  # fmt: skip
 
 
-def run(shapes: list[str], rounds: int, steps: int, compile: bool = False) -> list[Row]:
+def run(shapes: list[str], rounds: int, steps: int, compile: bool = False, memory: bool = True) -> list[Row]:
     peaks = {key: matmul_peak(dtype) for key, dtype in DTYPES.items()}
     rows = []
     for shape in shapes:
@@ -135,6 +166,8 @@ def run(shapes: list[str], rounds: int, steps: int, compile: bool = False) -> li
             rows.append(Row("MFU", f"{shape} {key} ours", tps["ours", key] * per_token / 1e9, "GFLOP/s",
                             f"matmul peak {key}", peaks[key] / 1e9,
                             target=0.4 if (shape, key) == ("0.1b", "bf16") else None))  # fmt: skip
+    if memory:
+        rows += memory_rows(shapes[0], "bf16")
     if compile:
         rows += compiled_rows(torch.randint(34, DYNAMIC_VOCAB_SIZE, (8, T + 1)), rounds, steps)
     return rows
