@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.common import Row, format_table, interleaved_seconds, peak_rss_mb, status_mb, write_json
+from bench.common import Row, format_table, interleaved_seconds, status_mb, write_json
 from bench.reference_gpt import ReferenceGPT
 from dnagpt.model import DNAGPT, GPTConfig
 from dnagpt.model.config import DYNAMIC_VOCAB_SIZE, FIXED_VOCAB_SIZE
@@ -89,7 +89,7 @@ def step_memory_mb(name: str, shape: str, dtype_key: str) -> float | None:
         return None
     ids = torch.randint(34, SHAPES[shape][3], (SHAPES[shape][4], T + 1))
     make_step(name, model, ids, DTYPES[dtype_key], steps=2)()
-    return peak_rss_mb() - before
+    return status_mb("VmHWM")["VmHWM"] - before  # VmHWM is this process image's own peak (ru_maxrss survives exec)
 
 
 def memory_rows(shape: str, dtype_key: str) -> list[Row]:
