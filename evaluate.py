@@ -3,7 +3,6 @@
 import hydra
 from omegaconf import DictConfig
 
-from dnagpt.utils.errors import exit_on_config_error
 from dnagpt.utils.resolvers import register_resolvers
 
 register_resolvers()
@@ -12,8 +11,9 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from dnagpt.pipeline import evaluate
+    from dnagpt.utils.multirun import job_scope
 
-    with exit_on_config_error():
+    with job_scope():  # as train.py: a refused config exits with its message; -m jobs are isolated for DDP
         evaluate(cfg)
 
 

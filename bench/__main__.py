@@ -4,7 +4,7 @@
 
 Sections: ``train_step`` (matmul peak; ours vs HF GPT-2 vs a nanoGPT-style reference at the tiny and 0.1B shapes, fp32
 and bf16; MFU), ``framework`` (Trainer.fit vs a raw loop), ``generate`` (KV cache vs none vs HF ``generate``; batched
-haplotypes), ``tokenizer``, ``data`` (pipeline vs training consumption, peak RSS). About 10 minutes on 2 CPU cores;
+haplotypes), ``tokenizer``, ``data`` (pipeline vs training consumption, peak RSS). About 5 minutes on 2 CPU cores;
 ``--quick`` (tiny shape, fewer tokens) about 3. ``make bench`` installs the bench-only baseline (``transformers``) first.
 """
 

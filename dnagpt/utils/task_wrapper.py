@@ -17,8 +17,11 @@ log = RankedLogger(__name__)
 def task_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
+        failed = True
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            failed = False
+            return result
         except Exception as err:
             if not isinstance(err, ConfigError):  # a refused config is one paragraph; the entry point prints it
                 log.exception(f"{fn.__name__} failed: {err}")
@@ -26,6 +29,6 @@ def task_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             wandb = sys.modules.get("wandb")  # only a run that imported W&B can have a W&B run to close
             if wandb is not None and wandb.run is not None:
-                wandb.finish()
+                wandb.finish(exit_code=1 if failed else 0)  # a failed trial shows as failed in the W&B UI
 
     return wrapped
