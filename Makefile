@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-train: install  ## pre-train the tiny preset on the bundled real corpus (about 10 minutes on 2 CPU cores)
+train: install  ## pre-train the tiny preset on the bundled real corpus (about 8 minutes on 2 CPU cores)
 	$(PY) train.py $(ARGS)
 
 test: install  ## the whole suite, slow tests included (what CI runs)
