@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from bench import dataloader, generate, lightning_overhead, tokenizer, train_step
-from bench.common import Row, format_table, write_json
+from bench.common import Row, report
 
 SECTIONS = ("train_step", "framework", "generate", "tokenizer", "data")
 
@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         start = time.perf_counter()
         rows += run_section(name, args.quick)
         seconds[name] = round(time.perf_counter() - start, 1)
-    print(format_table(rows))
-    write_json(rows, args.json, {"quick": args.quick, "section_seconds": seconds})
+    report(rows, args.json, {"quick": args.quick, "section_seconds": seconds})
     print(f"written to {args.json} (section times: {seconds})")
     return rows
 

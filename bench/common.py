@@ -111,3 +111,11 @@ def write_json(rows: list[Row], path: Path, extra: dict | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"machine": machine(), **(extra or {}), "rows": [r.to_dict() for r in rows]}
     path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def report(rows: list[Row], path: Path | None, extra: dict | None = None) -> list[Row]:
+    """What each benchmark's command line ends with: the table on stdout, the JSON where asked."""
+    print(format_table(rows))
+    if path:
+        write_json(rows, path, extra)
+    return rows

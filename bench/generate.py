@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import Row, format_table, write_json
+from bench.common import Row, report
 from bench.reference_gpt import ReferenceGPT
 from dnagpt.data.haplotypes import read_legend
 from dnagpt.eval.genomes import generate_haplotypes
@@ -111,11 +111,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--haplotypes", type=int, default=5008)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    rows = run(args.new_tokens, args.batch, args.haplotypes)
-    print(format_table(rows))
-    if args.json:
-        write_json(rows, args.json)
-    return rows
+    return report(run(args.new_tokens, args.batch, args.haplotypes), args.json)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
-from bench.common import Row, format_table, write_json
+from bench.common import Row, report
 from dnagpt.data.pretrain import GenomeDataModule
 from dnagpt.model import GPTConfig
 from dnagpt.optim import cosine_with_warmup
@@ -115,11 +115,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    rows = run(args.steps, args.rounds)
-    print(format_table(rows))
-    if args.json:
-        write_json(rows, args.json)
-    return rows
+    return report(run(args.steps, args.rounds), args.json)
 
 
 if __name__ == "__main__":

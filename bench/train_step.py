@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.common import Row, format_table, interleaved_seconds, status_mb, write_json
+from bench.common import Row, interleaved_seconds, report, status_mb
 from bench.reference_gpt import ReferenceGPT
 from dnagpt.model import DNAGPT, GPTConfig
 from dnagpt.model.config import DYNAMIC_VOCAB_SIZE, FIXED_VOCAB_SIZE
@@ -181,11 +181,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (tens of seconds to compile)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    rows = run(args.shapes, args.rounds, args.steps, args.compile)
-    print(format_table(rows))
-    if args.json:
-        write_json(rows, args.json)
-    return rows
+    return report(run(args.shapes, args.rounds, args.steps, args.compile), args.json)
 
 
 if __name__ == "__main__":
