@@ -31,6 +31,8 @@ def test_matches_linear_then_cross_entropy_fp32(monkeypatch: pytest.MonkeyPatch,
     torch.testing.assert_close(out, ref)
     for got, want in zip(out_grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want)
+    with torch.no_grad():  # evaluation: the loss alone, equal all the same
+        torch.testing.assert_close(linear_cross_entropy(h, w, b if with_bias else None, t), ref)
 
 
 def test_model_token_loss_matches_logits_path_under_bf16_autocast() -> None:
@@ -61,3 +63,12 @@ def test_bad_shapes_raise() -> None:
         linear_cross_entropy(torch.randn(2, 3, 4), torch.randn(5, 4), None, torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="at least one target"):
         linear_cross_entropy(torch.randn(0, 4), torch.randn(5, 4), None, torch.zeros(0, dtype=torch.long))
+
+
+def test_only_the_tensors_that_require_grad_get_one() -> None:
+    h, w, t = torch.randn(6, 4), torch.randn(9, 4, requires_grad=True), torch.randint(0, 9, (6,))
+    linear_cross_entropy(h, w, None, t).backward()
+    ref = w.detach().clone().requires_grad_(True)
+    F.cross_entropy(h @ ref.T, t).backward()
+    assert h.grad is None
+    torch.testing.assert_close(w.grad, ref.grad)

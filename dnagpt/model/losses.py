@@ -18,16 +18,18 @@ CHUNK_ELEMENTS = 2**23  # logits per chunk (32 MB in fp32): measured fastest on 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, compute_dtype: torch.dtype
+        ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, compute_dtype: torch.dtype,
+        needs: tuple[bool, bool, bool],
     ) -> Tensor:
+        """``needs``: which of hidden, weight, bias want a gradient (none under ``no_grad``: evaluation then computes
+        the loss alone, not three gradients nobody reads)."""
         n, vocab = hidden.size(0), weight.size(0)
         rows = max(1, CHUNK_ELEMENTS // vocab)
         w = weight.to(compute_dtype)
         b = bias.to(compute_dtype) if bias is not None else None
-        needs_w = weight.requires_grad or (bias is not None and bias.requires_grad)
-        grad_h = torch.empty_like(hidden)
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if needs_w else None
-        grad_b = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
+        grad_h = torch.empty_like(hidden) if needs[0] else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if needs[1] else None
+        grad_b = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if needs[2] else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, n, rows):
             h = hidden[start : start + rows].to(compute_dtype)
@@ -39,10 +41,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
             probs = logits.sub_(top).exp_()
             norm = probs.sum(dim=1, keepdim=True)
             total += (top + norm.log() - picked).sum()
+            if not any(needs):
+                continue
             probs.mul_((norm * n).reciprocal_())
             probs.scatter_add_(1, t[:, None], probs.new_full((t.numel(), 1), -1.0 / n))
             g = probs.to(compute_dtype)
-            grad_h[start : start + rows] = (g @ w).to(hidden.dtype)
+            if grad_h is not None:
+                grad_h[start : start + rows] = (g @ w).to(hidden.dtype)
             if grad_w is not None:
                 grad_w += (g.T @ h).float()
             if grad_b is not None:
@@ -56,9 +61,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h, grad_w, grad_b = ctx.saved_tensors
         w_dtype, b_dtype = ctx.dtypes
         return (
-            grad_h * grad_out.to(grad_h.dtype),
+            None if grad_h is None else grad_h * grad_out.to(grad_h.dtype),
             None if grad_w is None else (grad_w * grad_out).to(w_dtype),
             None if grad_b is None else (grad_b * grad_out).to(b_dtype),
+            None,
             None,
             None,
         )
@@ -80,5 +86,7 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Tensor | None, ta
         raise ValueError("linear_cross_entropy needs at least one target")
     device = hidden.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+    grad = torch.is_grad_enabled()
+    needs = tuple(grad and t is not None and t.requires_grad for t in (hidden, weight, bias))
     with torch.autocast(device, enabled=False):
-        return _LinearCrossEntropy.apply(hidden, weight, bias, targets, dtype)
+        return _LinearCrossEntropy.apply(hidden, weight, bias, targets, dtype, needs)
