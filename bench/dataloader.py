@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from bench.common import Row, status_mb
-from dnagpt.data.pretrain import GenomeDataModule
+from dnagpt.data.pretrain import PretrainDataModule
 from dnagpt.model.config import GPTConfig
 from dnagpt.model.gpt import DNAGPT
 from dnagpt.tokenizer import KmerTokenizer
@@ -51,14 +51,14 @@ def peak_rss_mb() -> dict[str, float]:
     }
 
 
-def make_dm(corpus: dict, tok: KmerTokenizer, cache: Path, workers: int, block: int, batch: int) -> GenomeDataModule:
-    dm = GenomeDataModule(corpus, tok, block_size=block, batch_size=batch, num_workers=workers, cache_dir=cache)
+def make_dm(corpus: dict, tok: KmerTokenizer, cache: Path, workers: int, block: int, batch: int) -> PretrainDataModule:
+    dm = PretrainDataModule(corpus, tok, block_size=block, batch_size=batch, num_workers=workers, cache_dir=cache)
     dm.prepare_data()
     dm.setup("fit")
     return dm
 
 
-def stream(dm: GenomeDataModule, n_batches: int) -> dict[str, float]:
+def stream(dm: PretrainDataModule, n_batches: int) -> dict[str, float]:
     """Tokens/s over ``n_batches`` after the first (worker start-up excluded); peak sampled RSS meanwhile."""
     before = status_mb("VmRSS", "RssAnon")
     it = iter(dm.train_dataloader())
@@ -78,7 +78,7 @@ def stream(dm: GenomeDataModule, n_batches: int) -> dict[str, float]:
     }
 
 
-def train_step_rate(dm: GenomeDataModule, tok: KmerTokenizer, steps: int) -> float:
+def train_step_rate(dm: PretrainDataModule, tok: KmerTokenizer, steps: int) -> float:
     """Tokens/s consumed by the tiny preset's default step (bf16 autocast, fused AdamW), warm-up excluded."""
     torch.manual_seed(0)
     model = DNAGPT(GPTConfig.from_name("tiny", vocab_size=len(tok)))

@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
 from bench.common import Row, report
-from dnagpt.data.pretrain import GenomeDataModule
+from dnagpt.data.pretrain import PretrainDataModule
 from dnagpt.model import GPTConfig
 from dnagpt.optim import cosine_with_warmup
 from dnagpt.tasks.pretrain import PretrainTask
@@ -58,7 +58,7 @@ def make_task(tokenizer: KmerTokenizer) -> PretrainTask:
 def real_batches(tokenizer: KmerTokenizer, n: int, cache: Path) -> list[dict[str, torch.Tensor]]:
     register_resolvers()
     corpus = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "corpus" / "bundled.yaml"), resolve=True)
-    dm = GenomeDataModule(corpus, tokenizer, block_size=512, batch_size=8, num_workers=0, cache_dir=cache)
+    dm = PretrainDataModule(corpus, tokenizer, block_size=512, batch_size=8, num_workers=0, cache_dir=cache)
     dm.prepare_data()
     dm.setup("fit")
     return [b for b, _ in zip(dm.train_dataloader(), range(n), strict=False)]

@@ -32,10 +32,10 @@ INPUT_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)
 
 # the DataModule each task reads batches from (what it logs: its class's LOGGED_METRICS)
 TASK_DATA = {
-    "dnagpt.tasks.pretrain.PretrainTask": "dnagpt.data.pretrain.GenomeDataModule",
+    "dnagpt.tasks.pretrain.PretrainTask": "dnagpt.data.pretrain.PretrainDataModule",
     "dnagpt.tasks.gsr.GSRTask": "dnagpt.data.gsr.GSRDataModule",
     "dnagpt.tasks.expression.ExpressionTask": "dnagpt.data.expression.ExpressionDataModule",
-    "dnagpt.tasks.genomes.GenomesTask": "dnagpt.data.haplotypes.HaplotypeDataModule",
+    "dnagpt.tasks.genomes.GenomesTask": "dnagpt.data.genomes.GenomesDataModule",
 }
 
 
@@ -207,7 +207,7 @@ def _data_files(cfg: DictConfig) -> list[tuple[str, Any]]:
         return [(f"data.files.{s}", data.files.get(s)) for s in data.signals if s in data.files]
     if target == "dnagpt.data.expression.ExpressionDataModule":
         return [("data.path", data.path)]
-    if target == "dnagpt.data.haplotypes.HaplotypeDataModule":
+    if target == "dnagpt.data.genomes.GenomesDataModule":
         return [("data.vcf", data.vcf)] if data.get("vcf") else [("data.hapt", data.hapt), ("data.legend", data.legend)]
     return []
 

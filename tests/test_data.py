@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from dnagpt.data.corpus import Corpus, plan_species
 from dnagpt.data.fasta import EncodedGenome, build_cache, iter_records, reverse_complement
-from dnagpt.data.pretrain import GenomeDataModule, GenomeStreamDataset, make_shards
+from dnagpt.data.pretrain import PretrainDataModule, GenomeStreamDataset, make_shards
 from dnagpt.data.samples import IGNORE_INDEX, SampleBuilder, SampleDraw, gc_fraction
 from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.resolvers import register_resolvers, resource_path
@@ -73,7 +73,7 @@ def tiny_corpus(tmp_path: Path) -> dict:
     }
 
 
-def make_dm(corpus, tok, tmp_path, **kw) -> GenomeDataModule:
+def make_dm(corpus, tok, tmp_path, **kw) -> PretrainDataModule:
     args = {
         "block_size": BLOCK,
         "batch_size": 4,
@@ -81,7 +81,7 @@ def make_dm(corpus, tok, tmp_path, **kw) -> GenomeDataModule:
         "shard_windows": 4,
         "seed": 3,
     }
-    dm = GenomeDataModule(corpus, tok, **(args | kw))
+    dm = PretrainDataModule(corpus, tok, **(args | kw))
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -93,8 +93,8 @@ def bundled_cfg() -> dict:
 
 
 @pytest.fixture(scope="module")
-def bundled_dm(tok, tmp_path_factory) -> GenomeDataModule:
-    dm = GenomeDataModule(bundled_cfg(), tok, block_size=128, batch_size=8, cache_dir=tmp_path_factory.mktemp("c"))
+def bundled_dm(tok, tmp_path_factory) -> PretrainDataModule:
+    dm = PretrainDataModule(bundled_cfg(), tok, block_size=128, batch_size=8, cache_dir=tmp_path_factory.mktemp("c"))
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -193,7 +193,7 @@ def test_missing_files_name_each_file_and_the_download_command(tiny_corpus, tok,
         **tiny_corpus,
         "species": {**tiny_corpus["species"], "mouse": {"fasta": "mm.fa.gz"}, "cow": {"fasta": None}},
     }
-    dm = GenomeDataModule(corpus, tok, block_size=BLOCK, batch_size=4, cache_dir=tmp_path / "c")
+    dm = PretrainDataModule(corpus, tok, block_size=BLOCK, batch_size=4, cache_dir=tmp_path / "c")
     with pytest.raises(FileNotFoundError) as err:
         dm.prepare_data()
     msg = str(err.value)
@@ -213,7 +213,7 @@ def test_skip_missing_warns_and_skips(tiny_corpus, tok, tmp_path, caplog):
 
 
 def test_batch_size_must_divide_world_size(tiny_corpus, tok, tmp_path):
-    dm = GenomeDataModule(tiny_corpus, tok, block_size=BLOCK, batch_size=4, cache_dir=tmp_path / "c")
+    dm = PretrainDataModule(tiny_corpus, tok, block_size=BLOCK, batch_size=4, cache_dir=tmp_path / "c")
     dm.trainer = SimpleNamespace(global_rank=0, world_size=3, accumulate_grad_batches=1, training=False)
     with pytest.raises(ValueError, match=r"batch_size=4 .*world size 3 .*4 is not divisible by 3 × 1 = 3"):
         dm.setup("fit")
@@ -544,7 +544,7 @@ def test_lightning_resume_sees_the_uninterrupted_stream(tiny_corpus, tok, tmp_pa
     full = _fit(make_dm(tiny_corpus, tok, tmp_path, num_workers=2), 7)
     ckpt = tmp_path / "mid.ckpt"
     first = _fit(make_dm(tiny_corpus, tok, tmp_path, num_workers=2), 3, save_to=ckpt)
-    assert torch.load(ckpt, weights_only=False)["GenomeDataModule"]["train_batches"] == 3
+    assert torch.load(ckpt, weights_only=False)["PretrainDataModule"]["train_batches"] == 3
     rest = _fit(make_dm(tiny_corpus, tok, tmp_path, num_workers=2), 7, ckpt_path=ckpt)
     assert len(first) == 3 and len(rest) == 4
     assert all(torch.equal(a, b) for a, b in zip(first + rest, full, strict=True))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from dnagpt.data.expression import ExpressionDataModule, assign_splits, overlap_groups, read_expression_table
-from dnagpt.eval.regression import fit_baselines, gc_cpg_features, regression_metrics
+from dnagpt.eval.expression import fit_baselines, gc_cpg_features, regression_metrics
 from dnagpt.model import GPTConfig
 from dnagpt.pipeline import evaluate, train
 from dnagpt.tasks.expression import ExpressionTask

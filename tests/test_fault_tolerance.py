@@ -98,7 +98,7 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
     callback states (ModelCheckpoint's hold paths, which differ) and every logged value, each step once."""
     got, want = load(run_dir / "checkpoints" / "last.ckpt"), load(reference / "checkpoints" / "last.ckpt")
     assert got["global_step"] == want["global_step"] == MAX_STEPS
-    for key in ("state_dict", "optimizer_states", "lr_schedulers", "GenomeDataModule", "loops", "callback_metrics"):
+    for key in ("state_dict", "optimizer_states", "lr_schedulers", "PretrainDataModule", "loops", "callback_metrics"):
         assert_same(got[key], want[key], key)
     callbacks = [k for k in want["callbacks"] if not k.startswith("ModelCheckpoint")]
     assert_same({k: got["callbacks"][k] for k in callbacks}, {k: want["callbacks"][k] for k in callbacks}, "callbacks")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from dnagpt.data.haplotypes import decode_haplotypes, load_hapt_panel, load_vcf_panel, read_hapt
+from dnagpt.data.genomes import decode_haplotypes, load_hapt_panel, load_vcf_panel, read_hapt
 from dnagpt.eval import popgen
 from dnagpt.eval.genomes import allowed_mask, generate_haplotypes
 from dnagpt.model.config import GPTConfig

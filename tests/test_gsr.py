@@ -20,7 +20,7 @@ from dnagpt.data.gsr import (
     random_split,
     read_gsr_tsv,
 )
-from dnagpt.eval.classification import binary_scores, group_index
+from dnagpt.eval.gsr import binary_scores, group_index
 from dnagpt.eval.kmer_baselines import KmerLogistic, kmer_counts
 from dnagpt.model.config import GPTConfig
 from dnagpt.model.pretrained import RELEASE_RENAMES

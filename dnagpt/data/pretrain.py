@@ -1,4 +1,4 @@
-"""Streaming pre-training data: ``GenomeStreamDataset`` (train, infinite) and ``GenomeDataModule``.
+"""Streaming pre-training data: ``GenomeStreamDataset`` (train, infinite) and ``PretrainDataModule``.
 
 How a training window is chosen (all of it a pure function of ``seed``, the reader slot and the sample index):
 
@@ -50,7 +50,7 @@ from dnagpt.data.fasta import N_BYTE, EncodedGenome, Region, build_cache
 from dnagpt.data.samples import SampleBuilder, SampleDraw
 from dnagpt.utils.pylogger import RankedLogger
 
-__all__ = ["GenomeDataModule", "GenomeStreamDataset", "SpeciesShards", "WindowDataset", "make_shards"]
+__all__ = ["PretrainDataModule", "GenomeStreamDataset", "SpeciesShards", "WindowDataset", "make_shards"]
 
 log = RankedLogger(__name__)
 worker_log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ def _allocate(total: int, weights: list[float]) -> list[int]:
     return n.tolist()
 
 
-class GenomeDataModule(L.LightningDataModule):
+class PretrainDataModule(L.LightningDataModule):
     """Pre-training data from a genome corpus: encoded caches, rank x worker sharded stream, fixed val/test
     windows.
 
@@ -446,7 +446,7 @@ class GenomeDataModule(L.LightningDataModule):
 
     def _require_setup(self) -> None:
         if self._plans is None:
-            raise RuntimeError("GenomeDataModule.setup() must run before its datasets are built")
+            raise RuntimeError("PretrainDataModule.setup() must run before its datasets are built")
 
     # ----- resume -------------------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

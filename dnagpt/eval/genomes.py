@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dnagpt.data.haplotypes import HaplotypeDataModule, Legend, decode_haplotypes, write_hapt, write_vcf  # noqa: E402
+from dnagpt.data.genomes import GenomesDataModule, Legend, decode_haplotypes, write_hapt, write_vcf  # noqa: E402
 from dnagpt.eval import popgen  # noqa: E402
 from dnagpt.model.generate import generate  # noqa: E402
 from dnagpt.model.gpt import DNAGPT  # noqa: E402
@@ -134,7 +134,7 @@ class GenomesEvaluator:
         self.generation = dict(generation)
         self.ld_window, self.heatmap_snps, self.decay_bins, self.species = ld_window, heatmap_snps, decay_bins, species
 
-    def __call__(self, module: Any, datamodule: HaplotypeDataModule, trainer: Any, output_dir: Path) -> dict[str, float]:
+    def __call__(self, module: Any, datamodule: GenomesDataModule, trainer: Any, output_dir: Path) -> dict[str, float]:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         datamodule.setup("test")

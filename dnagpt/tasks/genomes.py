@@ -1,6 +1,6 @@
 """Artificial human genomes: next-token language modelling of haplotype sentences (``<R>`` + allele k-mers).
 
-The batch comes from ``dnagpt.data.haplotypes``: labels are already shifted, −100 where there is no target. The token
+The batch comes from ``dnagpt.data.genomes``: labels are already shifted, −100 where there is no target. The token
 head runs only on positions with a target. ``val/ppl`` is per k-mer token: its floor is set by how predictable six
 linked alleles are, not by the 19,564-word vocabulary (generation is constrained to the 64 valid k-mers anyway).
 """

@@ -5,7 +5,7 @@ signal and ``false_id`` (``A``) otherwise. Keeping the full-vocabulary head (rat
 released checkpoint answers zero-shot and fine-tuning starts from the head it was trained with. The score is
 p(true) = softmax over the two logits [false_id, true_id]. Logits are computed at ``answer_pos`` only.
 
-Per-species and per-motif figures, with the k-mer baseline beside them, come from ``dnagpt.eval.classification``.
+Per-species and per-motif figures, with the k-mer baseline beside them, come from ``dnagpt.eval.gsr``.
 """
 
 import torch

@@ -9,7 +9,7 @@ Three things go wrong in a sweep without help:
   (trials may be SLURM jobs) instead of failing n_trials times.
 - A trial that raises must be recorded as failed while the sweep goes on (the Optuna configs set
   ``max_failure_rate: 1.0``): ``job_scope`` leaves a multirun job's exceptions to Hydra, where a single run turns a
-  ``ConfigError`` into ``SystemExit``, which would end the whole sweep.
+  ``DnagptError`` into ``SystemExit``, which would end the whole sweep.
 - Lightning's plain ``ddp`` starts the other ranks by re-running the script with ``sys.argv``. Under ``-m`` that is the
   whole sweep: each child re-ran every trial (with an unseeded sampler, at other learning rates than its rank 0).
   ``job_scope`` makes ``sys.argv`` this job's own overrides and points ``hydra.run.dir`` (which Lightning hands to
@@ -30,7 +30,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, read_write
 
 from dnagpt.config_checks import check_optimized_metric
-from dnagpt.utils.errors import exit_on_config_error
+from dnagpt.utils.errors import error_boundary
 
 # what Lightning's subprocess launcher sets in the launching process's own environment
 DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -40,11 +40,11 @@ class CheckOptimizedMetric(Callback):
     """Hydra callback: check ``optimized_metric`` once, before a multirun launches its first job.
 
     Only that key: the rest of the primary config holds defaults that the sweep replaces per job. Hydra turns a
-    callback's exception into a warning, so a refusal leaves through ``SystemExit`` (``exit_on_config_error``).
+    callback's exception into a warning, so a refusal leaves through ``SystemExit`` (``error_boundary``).
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        with exit_on_config_error():
+        with error_boundary():
             check_optimized_metric(config)
 
 
@@ -56,14 +56,14 @@ def _in_multirun() -> bool:
 def job_scope() -> Iterator[None]:
     """How an entry point runs its job.
 
-    A single run turns a ``ConfigError`` into its message and exit status 1 (``exit_on_config_error``). A multirun job
+    A single run turns an anticipated error (``DnagptError``) into its message and exit status 1 (``error_boundary``). A multirun job
     lets every error through, so that the sweeper records the trial as failed and goes on (a ``SystemExit`` would end
     the whole sweep), and is isolated for subprocess DDP: ``sys.argv`` becomes this job's overrides, ``hydra.run.dir``
     its output dir, and afterwards the process group and rendezvous variables are gone. The rewrite is harmless when
     nothing re-launches the script (W&B then records the job's own command line), so it applies whatever the strategy.
     """
     if not _in_multirun():
-        with exit_on_config_error():
+        with error_boundary():
             yield
         return
     hydra_cfg = HydraConfig.get()

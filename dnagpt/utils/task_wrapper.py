@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from dnagpt.utils.errors import ConfigError
+from dnagpt.utils.errors import DnagptError
 from dnagpt.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -23,7 +23,7 @@ def task_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
             failed = False
             return result
         except Exception as err:
-            if not isinstance(err, ConfigError):  # a refused config is one paragraph; the entry point prints it
+            if not isinstance(err, DnagptError):  # an anticipated error is one paragraph; the entry point prints it
                 log.exception(f"{fn.__name__} failed: {err}")
             raise
         finally:

@@ -37,7 +37,7 @@ from dnagpt.utils.pylogger import RankedLogger
 matplotlib.use("Agg")  # no display on evaluation machines
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["RegressionEvaluator", "fit_baselines", "gc_cpg_features", "regression_metrics"]
+__all__ = ["ExpressionEvaluator", "fit_baselines", "gc_cpg_features", "regression_metrics"]
 
 log = RankedLogger(__name__)
 
@@ -133,7 +133,7 @@ def format_table(rows: dict[str, dict[str, float]], n: int, split: str) -> str:
     return "\n".join(lines)
 
 
-class RegressionEvaluator:
+class ExpressionEvaluator:
     """``evaluation`` hook of ``evaluate.py``: scores the model and the baselines on one split, writes
     ``<prefix>_scatter_<split>.png`` and ``<prefix>_predictions_<split>.csv``, logs the table and returns the
     baselines' metrics as ``<split>/<baseline>_<metric>`` (the model's are the task's own ``<split>/<metric>``)."""

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from dnagpt.data.haplotypes import (
-    HaplotypeDataModule,
+from dnagpt.data.genomes import (
+    GenomesDataModule,
     collate_sentences,
     decode_haplotypes,
     encode_haplotypes,
@@ -197,9 +197,9 @@ def test_collate_shifts_labels() -> None:
     assert batch["attention_mask"].all()
 
 
-def _module(**kw) -> HaplotypeDataModule:
+def _module(**kw) -> GenomesDataModule:
     args = {"tokenizer": TOK, "block_size": 64, "hapt": str(HAPT), "legend": str(LEGEND), "batch_size": 4} | kw
-    return HaplotypeDataModule(**args)
+    return GenomesDataModule(**args)
 
 
 def test_datamodule_batches_and_splits() -> None:
@@ -216,7 +216,7 @@ def test_datamodule_refuses_short_block_and_bad_batch() -> None:
     with pytest.raises(ValueError, match="805 SNPs make sentences of 136 tokens, more than block_size=64"):
         _module().setup("fit")
     with pytest.raises(ValueError, match="give hapt= and legend=, or vcf="):
-        HaplotypeDataModule(TOK, 64)
+        GenomesDataModule(TOK, 64)
     with pytest.raises(ValueError, match="max_snps=900"):
         _module(max_snps=900).setup("fit")
 

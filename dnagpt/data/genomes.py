@@ -318,7 +318,7 @@ def collate_sentences(rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids, dtype=torch.bool)}
 
 
-class HaplotypeDataModule(SplitLoaders, L.LightningDataModule):
+class GenomesDataModule(SplitLoaders, L.LightningDataModule):
     """Haplotype sentences of one panel (``.hapt`` + legend, or a phased VCF), split by individual."""
 
     def __init__(
