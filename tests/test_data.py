@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from dnagpt.data.corpus import Corpus, plan_species
 from dnagpt.data.fasta import EncodedGenome, build_cache, iter_records, reverse_complement
-from dnagpt.data.pretrain import PretrainDataModule, GenomeStreamDataset, make_shards
+from dnagpt.data.pretrain import GenomeStreamDataset, PretrainDataModule, make_shards
 from dnagpt.data.samples import IGNORE_INDEX, SampleBuilder, SampleDraw, gc_fraction
 from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.resolvers import register_resolvers, resource_path

@@ -56,11 +56,12 @@ def _in_multirun() -> bool:
 def job_scope() -> Iterator[None]:
     """How an entry point runs its job.
 
-    A single run turns an anticipated error (``DnagptError``) into its message and exit status 1 (``error_boundary``). A multirun job
-    lets every error through, so that the sweeper records the trial as failed and goes on (a ``SystemExit`` would end
-    the whole sweep), and is isolated for subprocess DDP: ``sys.argv`` becomes this job's overrides, ``hydra.run.dir``
-    its output dir, and afterwards the process group and rendezvous variables are gone. The rewrite is harmless when
-    nothing re-launches the script (W&B then records the job's own command line), so it applies whatever the strategy.
+    A single run turns an anticipated error (``DnagptError``) into its message and exit status 1 (``error_boundary``).
+    A multirun job lets every error through, so that the sweeper records the trial as failed and goes on (a
+    ``SystemExit`` would end the whole sweep), and is isolated for subprocess DDP: ``sys.argv`` becomes this job's
+    overrides, ``hydra.run.dir`` its output dir, and afterwards the process group and rendezvous variables are gone.
+    The rewrite is harmless when nothing re-launches the script (W&B then records the job's own command line), so it
+    applies whatever the strategy.
     """
     if not _in_multirun():
         with error_boundary():
