@@ -65,8 +65,9 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["SPECIES_TOKENS", "Encoded", "KmerTokenizer"]
+__all__ = ["IGNORE_INDEX", "SPECIES_TOKENS", "Encoded", "KmerTokenizer"]
 
+IGNORE_INDEX = -100  # label of a position without a next-token target (torch cross_entropy's default ignore_index)
 BASES = "NAGCT"  # code order of the release: N=0, A=1, G=2, C=3, T=4
 _IUPAC = "RYSWKMBDHV"
 _FORMAT_VERSION = 1
