@@ -5,11 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dnagpt.model import DNAGPT, GPTConfig, generate
+from dnagpt.model import DNAGPT, GPTConfig, KVCache, generate
 from dnagpt.model.generate import _sample
+from dnagpt.model.kv_cache import cache_step
+from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.errors import InputError
 
-M, P, R, PLUS, EQ = 18, 20, 21, 10, 14  # <M>, <P>, <R>, <+>, <=> (REFERENCE §1)
-V = 19_564
+TOK = KmerTokenizer()
+M, P, R, PLUS, EQ = TOK.number_id, TOK.pad_id, TOK.token_id("<R>"), TOK.plus_id, TOK.eq_id
+V = len(TOK)
 
 
 def tiny(**overrides) -> DNAGPT:
@@ -68,6 +72,22 @@ def test_cached_multi_token_chunks_and_attention_maps() -> None:
         torch.testing.assert_close(att[..., q, :].sum(-1), torch.ones(1, 2))
 
 
+def test_cache_step_slots_and_mask() -> None:
+    """Rows at different write positions: only valid items get a slot, each query sees the slots up to its own."""
+    caches = [KVCache.zeros((2, 1, 8, 4), torch.device("cpu"), torch.float32)]
+    step = cache_step(caches, length=torch.tensor([2, 1]), width=2, input_pos=torch.tensor([3, 5]), block_size=8)
+    assert (step.rows.tolist(), step.items.tolist(), step.slots.tolist()) == ([0, 0, 1], [0, 1, 0], [3, 4, 5])
+    assert step.kv_len == 6 and step.mask.shape == (2, 1, 2, 6)
+    assert step.mask[0, 0].sum(-1).tolist() == [4, 5] and step.mask[1, 0, 0].sum() == 6
+    assert step.positions.tolist() == [[3, 4], [5, 6]]  # row 1's padding item: a valid wpe index, never written
+    k = torch.arange(2 * 2 * 4, dtype=torch.float32).view(2, 1, 2, 4)
+    seen_k, _ = caches[0].update(k, -k, step)
+    assert seen_k.shape == (2, 1, 6, 4)
+    torch.testing.assert_close(seen_k[0, 0, 3:5], k[0, 0])
+    torch.testing.assert_close(seen_k[1, 0, 5], k[1, 0, 0])
+    assert caches[0].k[1, 0, 6].abs().sum() == 0  # the padding item was not written
+
+
 def test_cache_errors() -> None:
     model = tiny(block_size=16)
     ids = torch.tensor([[R, 4000]])
@@ -109,12 +129,8 @@ def test_top_k_one_and_tiny_top_p_are_greedy() -> None:
     model = tiny()
     prompt = torch.tensor([[R, 4000, 5000], [R, 6000, 7000]])
     greedy = generate(model, prompt, 10, temperature=0)
-    assert torch.equal(
-        generate(model, prompt, 10, top_k=1, generator=torch.Generator().manual_seed(0)), greedy
-    )
-    assert torch.equal(
-        generate(model, prompt, 10, top_p=1e-9, generator=torch.Generator().manual_seed(0)), greedy
-    )
+    assert torch.equal(generate(model, prompt, 10, top_k=1, generator=torch.Generator().manual_seed(0)), greedy)
+    assert torch.equal(generate(model, prompt, 10, top_p=1e-9, generator=torch.Generator().manual_seed(0)), greedy)
 
 
 def test_sample_respects_top_k_top_p_and_temperature() -> None:
@@ -204,16 +220,8 @@ def test_generate_restores_mode_and_handles_zero_tokens() -> None:
         ({"top_p": 0.0}, ValueError, r"top_p must be in \(0, 1\]"),
         ({"top_p": 1.5}, ValueError, "top_p"),
         ({"top_k": 0}, ValueError, "top_k must be >= 1"),
-        (
-            {"max_new_tokens": 60},
-            ValueError,
-            r"3 positions .* \+ 60 new tokens needs 62 positions.*block_size 16",
-        ),
-        (
-            {"input_ids": torch.tensor([[R, 4000, P]])},
-            ValueError,
-            r"equal length.*input_ids\[0, 2\] is pad_id 20",
-        ),
+        ({"max_new_tokens": 60}, ValueError, r"3 positions .* \+ 60 new tokens needs 62 positions.*block_size 16"),
+        ({"input_ids": torch.tensor([[R, 4000, P]])}, ValueError, r"equal length.*input_ids\[0, 2\] is pad_id 20"),
         ({"stop_ids": (V,)}, ValueError, "stop id 19564 is outside the vocabulary"),
         (
             {"allowed": torch.ones(4, 100, dtype=torch.bool)},
@@ -221,16 +229,13 @@ def test_generate_restores_mode_and_handles_zero_tokens() -> None:
             r"allowed has \(4, 100\) torch.bool; expected .* shape \(4, 19564\) or \(1, 4, 19564\)",
         ),
         ({"allowed": lambda s, g: torch.ones(V)}, ValueError, r"returned \(19564,\) torch.float32; expected"),
-        (
-            {"allowed": torch.zeros(4, V, dtype=torch.bool)},
-            ValueError,
-            "permits no token for row 0 at step 0",
-        ),
+        ({"allowed": torch.zeros(4, V, dtype=torch.bool)}, ValueError, "permits no token for row 0 at step 0"),
     ],
 )
 def test_generate_errors(kwargs: dict, error: type, message: str) -> None:
     model = tiny(block_size=16)
     args = {"input_ids": torch.tensor([[R, 4000, 5000]]), "max_new_tokens": 4} | kwargs
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message) as raised:
         generate(model, **args)
+    assert isinstance(raised.value, InputError)  # a bad value, reported without a traceback by the entry points
     assert model.kv_caches is None

@@ -8,8 +8,12 @@ import pytest
 import torch
 
 from dnagpt.model import DNAGPT, GPTConfig
+from dnagpt.model.numbers import insertion_layout
+from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.errors import ConfigError, InputError
 
-M, P, R, PLUS, EQ = 18, 20, 21, 10, 14  # <M>, <P>, <R>, <+>, <=> (REFERENCE §1)
+TOK = KmerTokenizer()
+M, P, R, PLUS, EQ = TOK.number_id, TOK.pad_id, TOK.token_id("<R>"), TOK.plus_id, TOK.eq_id
 DNA = (3939, 19563)  # range of dynamic-vocabulary 6-mer ids
 
 
@@ -31,13 +35,7 @@ def test_presets_record_release_shapes() -> None:
     h, m, big = (GPTConfig.from_name(n) for n in ("dnagpt_0.1b_h", "dnagpt_0.1b_m", "dnagpt_3b_m"))
     assert (h.block_size, h.vocab_size, h.n_layer, h.n_head, h.n_embd) == (4096, 15_659, 12, 12, 768)
     assert (m.block_size, m.vocab_size, m.n_layer, m.n_head, m.n_embd) == (512, 19_564, 12, 12, 768)
-    assert (big.block_size, big.vocab_size, big.n_layer, big.n_head, big.n_embd) == (
-        512,
-        19_564,
-        60,
-        64,
-        2048,
-    )
+    assert (big.block_size, big.vocab_size, big.n_layer, big.n_head, big.n_embd) == (512, 19_564, 60, 64, 2048)
     assert not (h.bias or m.bias or big.bias) and h.dropout == 0.0
     assert GPTConfig.from_name("dnagpt_0.1b_m", block_size=512, dropout=0.1).dropout == 0.1  # restated: fine
 
@@ -54,6 +52,19 @@ def test_from_name_errors() -> None:
     with pytest.raises(ValueError, match=r"unknown GPTConfig field\(s\) \['n_embed'\]"):
         GPTConfig.from_name("tiny", n_embed=64)
     assert GPTConfig.from_name("tiny", vocab_size=15_659, block_size=1100).vocab_size == 15_659
+    with pytest.raises(ConfigError, match="preset 'dnagpt_0.1b_m' has number_token_id=18, got 5"):
+        GPTConfig.from_name("dnagpt_0.1b_m", number_token_id=5)  # the release's weights read <M> as id 18
+
+
+def test_number_token_id_is_the_tokenizers() -> None:
+    """No literal: the default, every preset and the pipeline's explicit override all give the tokenizer's <M> id."""
+    assert GPTConfig().number_token_id == KmerTokenizer.number_id == TOK.token_id("<M>")
+    for name in ("tiny", "dnagpt_0.1b_h", "dnagpt_0.1b_m", "dnagpt_3b_m"):
+        tok = KmerTokenizer("fixed" if name == "dnagpt_0.1b_h" else "dynamic")
+        cfg = GPTConfig.from_name(name, vocab_size=len(tok), number_token_id=tok.number_id)
+        assert cfg.number_token_id == tok.number_id
+    saved = GPTConfig.from_name("tiny").to_dict()  # a checkpoint's dict records the id it was trained with
+    assert saved["number_token_id"] == 18 and GPTConfig.from_dict(saved).number_token_id == TOK.number_id
 
 
 @pytest.mark.parametrize(
@@ -68,7 +79,7 @@ def test_from_name_errors() -> None:
     ],
 )
 def test_config_validation(kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         GPTConfig(**kwargs)
 
 
@@ -146,9 +157,7 @@ def test_output_shapes_and_padded_vocab() -> None:
     model = tiny(padded_vocab_size=19_584)
     assert model.transformer.wte.weight.shape[0] == 19_584
     ids = torch.tensor([[R] + dna(5, 1) + [M]])
-    out = model(
-        ids, values=torch.tensor([[0.5]]), value_pos=torch.tensor([[6]]), reg_pos=torch.tensor([[6, 0]])
-    )
+    out = model(ids, values=torch.tensor([[0.5]]), value_pos=torch.tensor([[6]]), reg_pos=torch.tensor([[6, 0]]))
     assert out.hidden.shape == (1, 7, 32)
     assert out.logits is not None and out.logits.shape == (1, 7, 19_564)
     assert out.value_pred is not None and out.value_pred.shape == (1, 2)
@@ -205,16 +214,8 @@ def ragged_batch() -> tuple[list[dict], dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(5)
     rows = [
         {"ids": [R] + dna(8, 10), "values": {}, "reg": [0]},
-        {
-            "ids": [R] + dna(3, 11) + [M] + dna(2, 12) + [M, PLUS],
-            "values": {4: [0.7], 7: [-0.4, 1.9]},
-            "reg": [4],
-        },
-        {
-            "ids": [R] + dna(5, 13) + [PLUS, M, EQ, M],
-            "values": {7: torch.randn(8, generator=g).tolist()},
-            "reg": [9],
-        },
+        {"ids": [R] + dna(3, 11) + [M] + dna(2, 12) + [M, PLUS], "values": {4: [0.7], 7: [-0.4, 1.9]}, "reg": [4]},
+        {"ids": [R] + dna(5, 13) + [PLUS, M, EQ, M], "values": {7: torch.randn(8, generator=g).tolist()}, "reg": [9]},
     ]
     B, T, V = len(rows), max(len(r["ids"]) for r in rows), 10
     batch = {
@@ -260,9 +261,7 @@ def test_padding_invariance_and_pads_never_attended() -> None:
         padded = model(**wider)
         for b, row in enumerate(rows):
             n = len(row["ids"])
-            single = model(
-                torch.tensor([row["ids"]]), **_row_numbers(batch, b), reg_pos=batch["reg_pos"][b : b + 1]
-            )
+            single = model(torch.tensor([row["ids"]]), **_row_numbers(batch, b), reg_pos=batch["reg_pos"][b : b + 1])
             for other in (out, padded):
                 torch.testing.assert_close(other.hidden[b, :n], single.hidden[0], rtol=0, atol=1e-5)
                 torch.testing.assert_close(other.value_pred[b], single.value_pred[0], rtol=0, atol=1e-5)
@@ -283,6 +282,26 @@ def test_gradients_reach_number_embedding() -> None:
     assert model.number_embedding[0].weight.grad.abs().sum() > 0
 
 
+def test_insertion_layout_places_tokens_and_values() -> None:
+    """Row 0: <R> a <M>(v0, v1) b; row 1: <R> <M>(v2) c d, its spare value slot invalid. Expanded widths 6 and 5."""
+    ids = torch.tensor([[R, 40, M, 41], [R, M, 42, 43]])
+    value_pos = torch.tensor([[2, 2], [1, 0]])
+    value_mask = torch.tensor([[True, True], [True, False]])
+    layout = insertion_layout(ids, value_pos, value_mask)
+    assert layout.width == 6 and layout.length.tolist() == [6, 5]
+    assert layout.token_pos.tolist() == [[0, 1, 2, 5], [0, 1, 3, 4]]
+    assert layout.pred_pos.tolist() == [[0, 1, 4, 5], [0, 2, 3, 4]]  # after the values attached to each token
+    # rows of cat([4 tokens, 2 values, zero]): value j is row 4 + j, the zero row 6 pads row 1
+    assert layout.source is not None and layout.source.tolist() == [[0, 1, 2, 4, 5, 3], [0, 1, 4, 2, 3, 6]]
+    tokens, values = torch.randn(2, 4, 3), torch.randn(2, 2, 3)
+    expanded = layout.insert(tokens, values)
+    torch.testing.assert_close(expanded[0, 3:5], values[0])
+    torch.testing.assert_close(expanded[1, 2], values[1, 0])
+    assert expanded[1, 5].abs().sum() == 0
+    plain = insertion_layout(ids, None, None)
+    assert plain.source is None and plain.width == 4 and plain.insert(tokens, values) is tokens
+
+
 # ------------------------------------------------------------------------------------------ errors
 
 
@@ -296,36 +315,21 @@ def _one_m() -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (
-            {"value_pos": torch.tensor([[2], [2]])},
-            r"value without <M>: values\[1, 0\] follows input_ids\[1, 2\]",
-        ),
+        ({"value_pos": torch.tensor([[2], [2]])}, r"value without <M>: values\[1, 0\] follows input_ids\[1, 2\]"),
         ({"value_pos": torch.tensor([[2], [4]])}, r"value_pos\[1, 0\] = 4 is not a token index in \[0, 4\)"),
         ({"value_pos": torch.tensor([[2.0], [1.0]])}, "value_pos must be an integer tensor"),
-        (
-            {"values": torch.tensor([[0.1], [float("nan")]]), "value_pos": torch.tensor([[2], [1]])},
-            "not finite",
-        ),
+        ({"values": torch.tensor([[0.1], [float("nan")]]), "value_pos": torch.tensor([[2], [1]])}, "not finite"),
         ({"value_pos": None}, "values and value_pos must be given together"),
-        (
-            {"value_pos": torch.tensor([[2], [1]]), "reg_pos": torch.tensor([[0], [9]])},
-            r"reg_pos\[1, 0\] = 9",
-        ),
-        (
-            {"value_pos": torch.tensor([[2], [1]]), "value_mask": torch.ones(2, 1)},
-            "value_mask must be a bool",
-        ),
-        (
-            {"input_ids": torch.tensor([[R, 40, M, 19_564], [R, M, 42, 43]])},
-            r"input_ids\[0, 3\] = 19564 is outside",
-        ),
+        ({"value_pos": torch.tensor([[2], [1]]), "reg_pos": torch.tensor([[0], [9]])}, r"reg_pos\[1, 0\] = 9"),
+        ({"value_pos": torch.tensor([[2], [1]]), "value_mask": torch.ones(2, 1)}, "value_mask must be a bool"),
+        ({"input_ids": torch.tensor([[R, 40, M, 19_564], [R, M, 42, 43]])}, r"input_ids\[0, 3\] = 19564 is outside"),
         ({"input_ids": torch.zeros(2, 0, dtype=torch.long)}, "non-empty"),
     ],
 )
 def test_bad_inputs_raise(change: dict, message: str) -> None:
     kwargs = _one_m() | {"value_pos": torch.tensor([[2], [1]])} | change
     ids = kwargs.pop("input_ids")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
         tiny()(ids, **kwargs)
 
 
@@ -339,9 +343,7 @@ def test_too_long_after_insertion() -> None:
     model = tiny(block_size=16)
     ids = torch.tensor([[R] + dna(12, 7) + [M]])
     model(ids)  # 14 tokens fit
-    with pytest.raises(
-        ValueError, match=r"17 positions long after number insertion \(14 tokens \+ 3 values\).*16"
-    ):
+    with pytest.raises(InputError, match=r"17 positions long after number insertion \(14 tokens \+ 3 values\).*16"):
         model(ids, values=torch.ones(1, 3), value_pos=torch.full((1, 3), 13))
 
 

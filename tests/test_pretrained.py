@@ -15,6 +15,10 @@ from dnagpt.model import (
     load_release_state_dict,
     save_pretrained,
 )
+from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.errors import CheckpointError, MissingFileError
+
+TOK = KmerTokenizer()
 
 SPEC = {"k": 6, "vocabulary": "dynamic", "reserved": ["<0>", "<M>"]}
 
@@ -37,11 +41,9 @@ def release_layout(model: DNAGPT) -> dict[str, torch.Tensor]:
 
 
 def outputs(model: DNAGPT) -> torch.Tensor:
-    ids = torch.tensor([[21, 4000, 18, 14, 18]])
+    ids = torch.tensor([[TOK.token_id("<R>"), 4000, TOK.number_id, TOK.eq_id, TOK.number_id]])
     with torch.no_grad():
-        out = model(
-            ids, values=torch.tensor([[0.4]]), value_pos=torch.tensor([[2]]), reg_pos=torch.tensor([[4]])
-        )
+        out = model(ids, values=torch.tensor([[0.4]]), value_pos=torch.tensor([[2]]), reg_pos=torch.tensor([[4]]))
     return torch.cat([out.logits.flatten(), out.value_pred.flatten()])
 
 
@@ -67,7 +69,7 @@ def test_release_errors_list_every_problem() -> None:
     del sd["transformer.h.1.mlp.c_fc.weight"]
     sd["mlm_head.4.weight"] = torch.zeros(3)
     sd["transformer.wpe.weight"] = torch.zeros(128, 32)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(CheckpointError) as err:
         load_release_state_dict(tiny(), sd)
     message = str(err.value)
     assert "missing: transformer.h.1.mlp.c_fc.weight" in message
@@ -77,16 +79,14 @@ def test_release_errors_list_every_problem() -> None:
 
 def test_vocabulary_mismatch_names_the_vocabulary() -> None:
     fixed = release_layout(tiny(vocab_size=15_659))
-    with pytest.raises(
-        ValueError, match=r"built for the fixed 6-mer vocabulary .* the model for the dynamic"
-    ):
+    with pytest.raises(CheckpointError, match=r"built for the fixed 6-mer vocabulary .* the model for the dynamic"):
         load_release_state_dict(tiny(), fixed)
 
 
 def test_missing_release_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.pth not found"):
+    with pytest.raises(MissingFileError, match="nope.pth not found"):
         load_release_state_dict(tiny(), tmp_path / "nope.pth")
-    with pytest.raises(ValueError, match="must be a state dict"):
+    with pytest.raises(CheckpointError, match="must be a state dict"):
         load_release_state_dict(tiny(), [1, 2])  # type: ignore[arg-type]
 
 
@@ -102,14 +102,7 @@ def test_custom_shape_needs_n_head() -> None:
     with pytest.raises(ValueError, match="no preset has the checkpoint's shape.*pass n_head"):
         config_from_release_state_dict(sd)
     cfg = config_from_release_state_dict(sd, n_head=4)
-    assert (cfg.name, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.bias) == (
-        "custom",
-        2,
-        4,
-        32,
-        64,
-        False,
-    )
+    assert (cfg.name, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.bias) == ("custom", 2, 4, 32, 64, False)
     with pytest.raises(ValueError, match="transformer.wpe.weight is missing"):
         config_from_release_state_dict({"transformer.wte.weight": torch.zeros(3, 2)})
 
@@ -117,11 +110,7 @@ def test_custom_shape_needs_n_head() -> None:
 def test_save_and_from_pretrained_round_trip(tmp_path: Path) -> None:
     model = tiny(seed=3, padded_vocab_size=19_584)
     save_pretrained(model, tmp_path / "ckpt", {**SPEC, "reserved": ("<0>", "<M>")})
-    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {
-        "model.safetensors",
-        "config.json",
-        "tokenizer.json",
-    }
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"model.safetensors", "config.json", "tokenizer.json"}
     restored, spec = from_pretrained(tmp_path / "ckpt", tokenizer_spec=SPEC)  # tuple == list once in JSON
     assert spec == SPEC and restored.config == model.config
     torch.testing.assert_close(outputs(restored.eval()), outputs(model), rtol=0, atol=0)
@@ -129,13 +118,13 @@ def test_save_and_from_pretrained_round_trip(tmp_path: Path) -> None:
 
 def test_from_pretrained_errors(tmp_path: Path) -> None:
     save_pretrained(tiny(), tmp_path, SPEC)
-    with pytest.raises(ValueError, match=r"tokenizer mismatch .*vocabulary: saved 'dynamic', given 'fixed'"):
+    with pytest.raises(CheckpointError, match=r"tokenizer mismatch .*vocabulary: saved 'dynamic', given 'fixed'"):
         from_pretrained(tmp_path, tokenizer_spec={**SPEC, "vocabulary": "fixed"})
     with pytest.raises(ValueError, match="must be JSON-serialisable"):
         save_pretrained(tiny(), tmp_path / "other", {"bad": object()})
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(ValueError, match=r"config.json: invalid JSON"):
+    with pytest.raises(CheckpointError, match=r"config.json: invalid JSON"):
         from_pretrained(tmp_path)
     (tmp_path / "tokenizer.json").unlink()
-    with pytest.raises(FileNotFoundError, match=r"tokenizer.json not found"):
+    with pytest.raises(MissingFileError, match=r"tokenizer.json not found"):
         from_pretrained(tmp_path)

@@ -6,6 +6,7 @@ import gzip
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnagpt.tokenizer import SPECIES_TOKENS, Encoded, KmerTokenizer
+from dnagpt.utils.errors import ConfigError, InputError
 
 BUNDLED = Path(__file__).resolve().parents[1] / "dnagpt" / "resources" / "bundled"
-# Reserved tokens written out by hand from REFERENCE §1 (not imported), ids 0..33.
-REFERENCE_SPECIALS = (
+# The released DNAGPT's reserved tokens, ids 0..33, written out by hand (not imported from the tokenizer).
+RELEASE_SPECIALS = (
     "<0> <1> <2> <3> <4> <5> <6> <7> <8> <9> <+> <-> <*> </> <=> <&> <|> <!> <M> <B> <P> "
     "<R> <I> <K> <L> <O> <Q> <S> <U> <V> <W> <Y> <X> <Z>"
 ).split()
@@ -36,9 +38,10 @@ def fixed() -> KmerTokenizer:
 
 
 def reference_vocab(vocab: str, k: int) -> list[str]:
-    """The vocabulary by straightforward enumeration, as REFERENCE §1 describes it."""
+    """The released vocabulary by straightforward enumeration: the reserved tokens, then k-mers over N A G C T (N=0 ...
+    T=4, most significant base first), 1..k-mers (dynamic) or k-mers only (fixed)."""
     lengths = range(1, k + 1) if vocab == "dynamic" else [k]
-    return REFERENCE_SPECIALS + ["".join(p) for n in lengths for p in itertools.product("NAGCT", repeat=n)]
+    return RELEASE_SPECIALS + ["".join(p) for n in lengths for p in itertools.product("NAGCT", repeat=n)]
 
 
 def naive_clean(seq: str) -> str:
@@ -186,7 +189,7 @@ def test_decode_dna_rejects_non_dna(dyn: KmerTokenizer) -> None:
 # ----- special tokens -----
 def test_reserved_tokens_never_split(dyn: KmerTokenizer) -> None:
     aliases = [f"<{name.capitalize()}>" for name in SPECIES_TOKENS]
-    for tag in REFERENCE_SPECIALS + aliases:
+    for tag in RELEASE_SPECIALS + aliases:
         i = dyn.token_id(tag)
         assert dyn.encode(tag).ids.tolist() == [i]
         assert dyn.encode(f"R{tag}R").ids.tolist() == [34, i, 34]  # IUPAC R next to the tag stays DNA
@@ -237,7 +240,7 @@ def fmt(v: float) -> str:
     return np.format_float_positional(np.float32(v), unique=True, trim="-")
 
 
-tags = st.sampled_from(REFERENCE_SPECIALS)
+tags = st.sampled_from(RELEASE_SPECIALS)
 f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 dna_runs = st.text(alphabet="ACGTN", min_size=1, max_size=20)
 
@@ -295,6 +298,68 @@ def test_grammar_roundtrip_fixed(sentence: tuple[str, list[float]]) -> None:
 def test_grammar_errors(dyn: KmerTokenizer, text: str, pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
         dyn.encode(text)
+
+
+@pytest.mark.parametrize("value", ["NaN", "nan", "-nan", "Infinity", "inf", "-inf", "+Inf", "INF"])
+def test_non_finite_values_are_refused(dyn: KmerTokenizer, value: str) -> None:
+    """Every spelling of a non-finite number after <M> is refused by one rule, never read as DNA (``NaN`` is N-A-N)."""
+    rule = "the value after <M> must be a finite number"
+    for text, pos in ((f"<R><M>{value}<=>", 6), (f"<M>{value}", 3), (f"<M>0.5, {value}", 8)):
+        with pytest.raises(InputError, match=rf"value '{re.escape(value)}' at position {pos} is not finite; {rule}"):
+            dyn.encode(text)
+
+
+@pytest.mark.parametrize("value", ["1e999", "-1e39", "3.5e38"])
+def test_overflowing_values_are_refused(dyn: KmerTokenizer, value: str) -> None:
+    rule = "the value after <M> must be a finite number"
+    with pytest.raises(InputError, match=rf"value '{value}' at position 3 is outside the float32 range; {rule}"):
+        dyn.encode(f"<M>{value}")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1e-3", 1e-3), ("-2", -2.0), (".5", 0.5), ("+7.", 7.0)])
+def test_finite_values_are_accepted(dyn: KmerTokenizer, value: str, expected: float) -> None:
+    e = dyn.encode(f"<R><M>{value}<=>")
+    assert e.ids.tolist() == [21, 18, 14] and e.value_pos.tolist() == [1]
+    np.testing.assert_array_equal(e.values, np.array([expected], dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("<M>1.2.3", r"value '1.2.3' at position 3 is not a number"),
+        ("<M>1e<=>", r"value '1e' at position 3 is not a number"),
+        ("<M>0x1F", r"value '0x1F' at position 3 is not a number"),
+        ("<M>-", r"value '-' at position 3 is not a number"),
+        ("<M>.", r"value '.' at position 3 is not a number"),
+        ("<M>1,x", r"value 'x' at position 5 is not a number"),
+        ("<M>1,", r"no value after the ',' at position 4"),
+        ("<M>1, <=>", r"no value after the ',' at position 4"),
+    ],
+)
+def test_unparsable_values_are_refused(dyn: KmerTokenizer, text: str, pattern: str) -> None:
+    with pytest.raises(InputError, match=f"{pattern}; the value after <M> must be a finite number"):
+        dyn.encode(text)
+
+
+def test_dna_after_m_stays_dna(dyn: KmerTokenizer) -> None:
+    """Upper-case NAN filling the gap is the DNA 3-mer decode writes; a longer word or a value then DNA stay DNA."""
+    nan_kmer, acgt = dyn.token_id("NAN"), dyn.token_id("ACGT")
+    for ids in ([18, nan_kmer], [18, nan_kmer, 14]):
+        e = dyn.encode(dyn.decode(ids))
+        assert e.ids.tolist() == ids and not len(e.values)
+    assert dyn.encode("<M>NaNACGT").ids.tolist() == [18, *dyn.encode_dna("NANACGT").tolist()]  # soft-masked DNA
+    e = dyn.encode("<M>0.5ACGT")
+    assert e.ids.tolist() == [18, acgt] and e.values.tolist() == [0.5]
+    assert dyn.encode(dyn.decode(e.ids, e.values, e.value_pos)) == e
+
+
+def test_errors_are_typed(dyn: KmerTokenizer) -> None:
+    """Bad text is an InputError, a bad tokenizer setting a ConfigError (both still ValueErrors)."""
+    with pytest.raises(InputError, match="invalid DNA character"):
+        dyn.encode("<R>ACGU")
+    with pytest.raises(ConfigError, match="vocab must be"):
+        KmerTokenizer("bpe")  # type: ignore[arg-type]
+    assert issubclass(InputError, ValueError) and issubclass(ConfigError, ValueError)
 
 
 def test_decode_errors(dyn: KmerTokenizer) -> None:

@@ -1,8 +1,9 @@
-"""The DNAGPT network (torch only): config, backbone and heads, generation, weight I/O."""
+"""The DNAGPT network (torch only): config, backbone and heads, number insertion, KV cache, generation, weight I/O."""
 
 from dnagpt.model.config import GPTConfig
 from dnagpt.model.generate import generate
-from dnagpt.model.gpt import DNAGPT, DNAGPTOutput, KVCache
+from dnagpt.model.gpt import DNAGPT, DNAGPTOutput
+from dnagpt.model.kv_cache import KVCache
 from dnagpt.model.pretrained import (
     config_from_release_state_dict,
     from_pretrained,

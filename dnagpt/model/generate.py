@@ -3,7 +3,8 @@
 Prompts of a batch have the same number of tokens and contain no padding: a right-padded prompt would make
 its row continue after the pads, and left padding would shift the learned positions. Rows may still carry
 different numbers of inserted values; the KV cache keeps a write position per row. Sampled ``<M>`` tokens get
-no value inserted after them (read the regression head yourself if you need one).
+no value inserted after them (read the regression head yourself if you need one). Finished rows emit ``pad_id``,
+the tokenizer's ``<P>`` unless told otherwise. A bad argument value is an ``InputError`` naming it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import torch
 from torch import Tensor
 
 from dnagpt.model.gpt import DNAGPT
+from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.errors import InputError
 
 AllowedFn = Callable[[int, Tensor], Tensor]
 
@@ -28,20 +31,18 @@ def _check_args(
     tokens: list[tuple[str, int]],
 ) -> None:
     if input_ids.dim() != 2 or input_ids.numel() == 0:
-        raise ValueError(
-            f"empty prompt: input_ids must be a non-empty (B, T) tensor, got {tuple(input_ids.shape)}"
-        )
+        raise InputError(f"empty prompt: input_ids must be a non-empty (B, T) tensor, got {tuple(input_ids.shape)}")
     if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if not (temperature >= 0 and temperature != float("inf")):
-        raise ValueError(f"temperature must be finite and >= 0 (0 = greedy), got {temperature}")
+        raise InputError(f"temperature must be finite and >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+        raise InputError(f"top_k must be >= 1 or None, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+        raise InputError(f"top_p must be in (0, 1] or None, got {top_p}")
     for name, token in tokens:
         if not 0 <= token < model.config.vocab_size:
-            raise ValueError(f"{name} {token} is outside the vocabulary [0, {model.config.vocab_size})")
+            raise InputError(f"{name} {token} is outside the vocabulary [0, {model.config.vocab_size})")
 
 
 def _allowed_at(
@@ -59,7 +60,7 @@ def _allowed_at(
         shapes, where = ((max_new_tokens, vocab_size), (B, max_new_tokens, vocab_size)), "allowed has"
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) not in shapes:
         got = f"{tuple(mask.shape)} {mask.dtype}" if isinstance(mask, Tensor) else type(mask).__name__
-        raise ValueError(f"{where} {got}; expected a bool tensor of shape {' or '.join(map(str, shapes))}")
+        raise InputError(f"{where} {got}; expected a bool tensor of shape {' or '.join(map(str, shapes))}")
     if callable(allowed):
         return mask
     return mask[step] if mask.dim() == 2 else mask[:, step]
@@ -100,7 +101,7 @@ def generate(
     top_k: int | None = None,
     top_p: float | None = None,
     stop_ids: Iterable[int] = (),
-    pad_id: int = 20,
+    pad_id: int = KmerTokenizer.pad_id,
     allowed: Tensor | AllowedFn | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
@@ -119,19 +120,15 @@ def generate(
     _check_args(model, input_ids, max_new_tokens, temperature, top_k, top_p, tokens)
     if (input_ids == pad_id).any():
         r, t = (int(i) for i in (input_ids == pad_id).nonzero()[0])
-        raise ValueError(
-            f"prompts must be equal length without padding, but input_ids[{r}, {t}] is pad_id {pad_id}"
-        )
+        raise InputError(f"prompts must be equal length without padding, but input_ids[{r}, {t}] is pad_id {pad_id}")
     B, T0 = input_ids.shape
     n_values = torch.zeros(B, dtype=torch.long, device=input_ids.device)
     if value_pos is not None:
-        n_values = (
-            value_mask if value_mask is not None else torch.ones_like(value_pos, dtype=torch.bool)
-        ).sum(1)
+        n_values = (value_mask if value_mask is not None else torch.ones_like(value_pos, dtype=torch.bool)).sum(1)
     length = T0 + n_values  # (B,) expanded prompt length of each row
     need = int(length.max()) + max_new_tokens - 1  # the last sampled token is never fed back
     if need > model.config.block_size:
-        raise ValueError(
+        raise InputError(
             f"prompt of {int(length.max())} positions (after number insertion) + {max_new_tokens} new tokens "
             f"needs {need} positions, more than block_size {model.config.block_size}"
         )
@@ -158,9 +155,7 @@ def generate(
                 mask = mask.to(hidden.device).expand(B, -1)
                 blocked = ~mask.any(dim=-1) & ~finished  # finished rows emit pad_id whatever they sample
                 if blocked.any():
-                    raise ValueError(
-                        f"allowed permits no token for row {int(blocked.nonzero()[0])} at step {step}"
-                    )
+                    raise InputError(f"allowed permits no token for row {int(blocked.nonzero()[0])} at step {step}")
                 # the head scores only the ids some row may take: the softmax over them is the masked softmax
                 cols = mask.any(dim=0).nonzero().squeeze(1)
                 logits = model.logits_at(hidden, cols).float().masked_fill(~mask[:, cols], float("-inf"))

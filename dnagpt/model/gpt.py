@@ -1,24 +1,22 @@
 """DNAGPT backbone: a GPT decoder over DNA k-mer words, with numbers inserted into the sequence.
 
-Design decisions (and departures from GPT-2), following the released DNAGPT (REFERENCE.md §2-3):
+Read top-down like nanoGPT: attention, MLP, Block, then the network. Design decisions (and departures from GPT-2),
+following the released DNAGPT so its checkpoints load strictly:
 
-- pre-LayerNorm blocks, GELU (tanh approximation), MLP width 4x, final ``ln_f``; LayerNorm eps 1e-5 with
-  a bias only when ``config.bias`` (the released presets have no biases anywhere); dropout 0 in the release.
+- pre-LayerNorm blocks, GELU (tanh approximation), MLP width 4x, final ``ln_f``; LayerNorm eps 1e-5 with a bias only
+  when ``config.bias`` (the released presets have no biases anywhere); dropout 0 in the release.
 - learned absolute positions (``wpe``) added *after* number insertion, so inserted values occupy positions and
-  ``block_size`` counts tokens plus values.
-- untied MLP token head, a regression head and the Numerical Embedding layer live in ``heads.py``;
-  state-dict names match the release up to a three-entry rename (``pretrained.py``).
-- SDPA causal attention (``is_causal=True``, no mask buffer); the manual path runs when attention maps are asked
-  for, and in bf16 on CPU where it is the faster kernel (``_manual_is_faster``).
+  ``block_size`` counts tokens plus values. Where each token and value lands, and the checks on a batch's numbers,
+  live in ``numbers.py``.
+- the untied MLP token head, the regression head and the Numerical Embedding layer live in ``heads.py``; state-dict
+  names match the release up to a three-entry rename (``pretrained.py``).
+- SDPA causal attention (``is_causal=True``, no mask buffer); the manual path runs when attention maps are asked for,
+  and in bf16 on CPU where it is the faster kernel (``_manual_is_faster``).
 - the token loss goes through a chunked fused head + cross-entropy (``losses.py``): no (N, vocab) logits.
-- numbers are inserted for the whole batch with one gather (no Python loop over samples): each expanded
-  position picks its vector from ``cat([token embeddings, number embeddings, zero])``.
-- right padding: causal attention means a valid position never attends to a later pad position, so no padding
-  mask is needed (left padding would shift the learned positions).
-- ``hidden`` is returned in token coordinates: row ``t`` is the state that predicts token ``t+1`` after all
-  values attached to token ``t`` (the standard causal shift, numbers notwithstanding).
-- KV cache (``set_kv_cache``) with per-row write positions, so rows holding different numbers of values
-  decode together.
+- ``hidden`` is returned in token coordinates: row ``t`` is the state that predicts token ``t+1`` after all values
+  attached to token ``t`` (the standard causal shift, numbers notwithstanding).
+- cached decoding (``set_kv_cache`` + ``input_pos``) keeps a write position per row, so rows holding different
+  numbers of values decode together (``kv_cache.py``).
 """
 
 from __future__ import annotations
@@ -32,66 +30,10 @@ from torch import Tensor, nn
 
 from dnagpt.model.config import GPTConfig
 from dnagpt.model.heads import NumberEmbedding, RegressionHead, TokenHead
+from dnagpt.model.kv_cache import CacheStep, KVCache, cache_step
 from dnagpt.model.losses import linear_cross_entropy
-
-
-@dataclass
-class DNAGPTOutput:
-    """What :meth:`DNAGPT.forward` returns."""
-
-    hidden: Tensor  # (B, T, D) post-ln_f state at each token's predictor position
-    token_pos: Tensor  # (B, T) expanded position of each token: maps attention maps back to tokens
-    logits: Tensor | None = None  # (B, T, vocab_size) next-token logits, if compute_logits
-    value_pred: Tensor | None = None  # (B, R) regression head at the <M> tokens of reg_pos
-    attentions: list[Tensor] | None = (
-        None  # per layer (B, n_head, L, S) softmax weights, expanded coordinates
-    )
-
-
-@dataclass
-class _Layout:
-    """Where each token and value of a batch lands in the expanded (number-inserted) sequence."""
-
-    token_pos: Tensor  # (B, T) expanded position of token t
-    pred_pos: Tensor  # (B, T) last expanded position before token t+1: token t plus its values
-    source: (
-        Tensor | None
-    )  # (B, L) row of cat([tokens, values, zero]) for each expanded position; None if no values
-    length: Tensor  # (B,) valid expanded length of each row
-    width: int  # L = max(length)
-
-
-@dataclass
-class _CacheStep:
-    """Bookkeeping of one cached forward call, shared by all layers."""
-
-    rows: Tensor  # (N,) batch row of each valid expanded item of this call
-    items: Tensor  # (N,) its index in this call's expanded chunk
-    slots: Tensor  # (N,) its absolute position, i.e. its cache slot
-    mask: Tensor  # (B, 1, L, kv_len) True where a query may attend to a cached key
-    kv_len: int  # cache prefix any query of this call can see
-    positions: (
-        Tensor  # (B, L) wpe index of each item (padding past a row's end clamped: never written or read)
-    )
-
-
-@dataclass
-class KVCache:
-    """Keys and values of one attention layer, each (B, n_head, max_seq_length, head_dim).
-
-    Slots are absolute expanded positions; rows may be filled to different lengths (different numbers of
-    values), and only valid items are written, so unwritten slots are never attended to.
-    """
-
-    k: Tensor
-    v: Tensor
-
-    def update(self, k: Tensor, v: Tensor, step: _CacheStep) -> tuple[Tensor, Tensor]:
-        """Write this call's (B, nh, L, hs) keys/values and return the visible prefix (B, nh, kv_len, hs)."""
-        self.k[step.rows, :, step.slots] = k[step.rows, :, step.items].to(self.k.dtype)  # (N, nh, hs)
-        self.v[step.rows, :, step.slots] = v[step.rows, :, step.items].to(self.v.dtype)
-        return self.k[:, :, : step.kv_len].to(k.dtype), self.v[:, :, : step.kv_len].to(v.dtype)
-
+from dnagpt.model.numbers import check_inputs, gather_rows, insertion_layout
+from dnagpt.utils.errors import InputError
 
 MANUAL_ATTENTION_MAX_LEN = 2048  # the manual path holds (B, nh, L, S) weights; SDPA never does
 
@@ -116,7 +58,7 @@ class CausalSelfAttention(nn.Module):
         self,
         x: Tensor,
         cache: KVCache | None = None,
-        step: _CacheStep | None = None,
+        step: CacheStep | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         B, L, D = x.shape
@@ -139,9 +81,7 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, L, D)  # (B, L, D)
         return self.resid_dropout(self.c_proj(y)), att
 
-    def _manual_attention(
-        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
+    def _manual_attention(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Explicit softmax(QK^T)V: exposes the weights; numerically the same as the SDPA path."""
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, nh, L, S)
         if mask is None:
@@ -174,7 +114,7 @@ class Block(nn.Module):
         self,
         x: Tensor,
         cache: KVCache | None = None,
-        step: _CacheStep | None = None,
+        step: CacheStep | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         a, att = self.attn(self.ln_1(x), cache, step, need_weights)
@@ -182,34 +122,15 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x)), att
 
 
-def _first(mask: Tensor) -> tuple[int, ...]:
-    """Index of the first True entry, for error messages."""
-    return tuple(int(i) for i in mask.nonzero()[0])
+@dataclass
+class DNAGPTOutput:
+    """What :meth:`DNAGPT.forward` returns."""
 
-
-def _insertion_layout(input_ids: Tensor, value_pos: Tensor | None, value_mask: Tensor | None) -> _Layout:
-    """Token t goes to t + #(values before t); valid value j of rank r goes to value_pos_j + 1 + r."""
-    B, T = input_ids.shape
-    ar = torch.arange(T, device=input_ids.device).expand(B, T)
-    if value_pos is None or value_mask is None:
-        return _Layout(ar, ar, None, torch.full((B,), T, device=input_ids.device), T)
-    V = value_pos.size(1)
-    at = torch.where(value_mask, value_pos, 0)
-    counts = torch.zeros_like(input_ids, dtype=torch.long).scatter_add_(1, at, value_mask.long())  # (B, T)
-    cum = counts.cumsum(1)
-    length = T + cum[:, -1]
-    width = int(length.max())
-    rank = value_mask.long().cumsum(1) - 1
-    slot = torch.where(value_mask, at + 1 + rank, width)  # invalid values go to a spare column, dropped below
-    source = torch.full((B, width + 1), T + V, dtype=torch.long, device=input_ids.device)  # default: zero row
-    source.scatter_(1, ar + cum - counts, ar)
-    source.scatter_(1, slot, torch.arange(T, T + V, device=input_ids.device).expand(B, V))
-    return _Layout(ar + cum - counts, ar + cum, source[:, :width], length, width)
-
-
-def _gather_rows(x: Tensor, index: Tensor) -> Tensor:
-    """x (B, L, D) at positions index (B, K) -> (B, K, D)."""
-    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.size(-1)))
+    hidden: Tensor  # (B, T, D) post-ln_f state at each token's predictor position
+    token_pos: Tensor  # (B, T) expanded position of each token: maps attention maps back to tokens
+    logits: Tensor | None = None  # (B, T, vocab_size) next-token logits, if compute_logits
+    value_pred: Tensor | None = None  # (B, R) regression head at the <M> tokens of reg_pos
+    attentions: list[Tensor] | None = None  # per layer (B, n_head, L, S) softmax weights, expanded coordinates
 
 
 class DNAGPT(nn.Module):
@@ -296,120 +217,21 @@ class DNAGPT(nn.Module):
     ) -> None:
         """Allocate one zeroed :class:`KVCache` per layer, (batch_size, n_head, max_seq_length, head_dim).
 
-        The cache is plain state, not a module: ``model.to()`` does not move it, so set it after moving the
-        model. ``max_seq_length`` defaults to ``block_size``; device and dtype default to the weights'.
+        The cache is plain state, not a module: ``model.to()`` does not move it, so set it after moving the model.
+        ``max_seq_length`` defaults to ``block_size``; device and dtype default to the weights'.
         """
         max_len = self.config.block_size if max_seq_length is None else max_seq_length
         if not 0 < max_len <= self.config.block_size:
-            raise ValueError(
-                f"max_seq_length must be in [1, block_size={self.config.block_size}], got {max_len}"
-            )
+            raise ValueError(f"max_seq_length must be in [1, block_size={self.config.block_size}], got {max_len}")
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         w = self.transformer.wte.weight
         shape = (batch_size, self.config.n_head, max_len, self.config.n_embd // self.config.n_head)
-        kw = dict(device=device or w.device, dtype=dtype or w.dtype)
-        self.kv_caches = [
-            KVCache(torch.zeros(shape, **kw), torch.zeros(shape, **kw)) for _ in self.transformer.h
-        ]
+        device, dtype = torch.device(device or w.device), dtype or w.dtype
+        self.kv_caches = [KVCache.zeros(shape, device, dtype) for _ in self.transformer.h]
 
     def clear_kv_cache(self) -> None:
         self.kv_caches = None
-
-    def _check_inputs(
-        self,
-        input_ids: Tensor,
-        values: Tensor | None,
-        value_pos: Tensor | None,
-        value_mask: Tensor | None,
-        reg_pos: Tensor | None,
-    ) -> tuple[Tensor | None, Tensor | None]:
-        """Validate the batch; return (value_pos, value_mask) as long/bool, or (None, None) without values."""
-        if input_ids.dim() != 2 or input_ids.size(1) == 0 or input_ids.is_floating_point():
-            raise ValueError(
-                f"input_ids must be a non-empty (B, T) integer tensor, got {tuple(input_ids.shape)}"
-            )
-        B, T = input_ids.shape
-        bad = (input_ids < 0) | (input_ids >= self.config.vocab_size)
-        if bad.any():
-            r, t = _first(bad)
-            raise ValueError(
-                f"input_ids[{r}, {t}] = {int(input_ids[r, t])} is outside the vocabulary "
-                f"[0, {self.config.vocab_size})"
-            )
-        if reg_pos is not None:
-            if reg_pos.dim() != 2 or reg_pos.size(0) != B or reg_pos.is_floating_point():
-                raise ValueError(f"reg_pos must be a ({B}, R) integer tensor, got {tuple(reg_pos.shape)}")
-            if ((reg_pos < 0) | (reg_pos >= T)).any():
-                r, j = _first((reg_pos < 0) | (reg_pos >= T))
-                raise ValueError(f"reg_pos[{r}, {j}] = {int(reg_pos[r, j])} is not a token index in [0, {T})")
-        if values is None and value_pos is None and value_mask is None:
-            return None, None
-        if values is None or value_pos is None:
-            raise ValueError("values and value_pos must be given together (value_mask is optional)")
-        if values.dim() != 2 or values.size(0) != B or value_pos.shape != values.shape:
-            raise ValueError(
-                f"values and value_pos must both be ({B}, V); "
-                f"got {tuple(values.shape)} and {tuple(value_pos.shape)}"
-            )
-        if value_pos.is_floating_point():
-            raise ValueError(f"value_pos must be an integer tensor, got {value_pos.dtype}")
-        if value_mask is None:
-            value_mask = torch.ones_like(value_pos, dtype=torch.bool)
-        elif value_mask.shape != values.shape or value_mask.dtype != torch.bool:
-            raise ValueError(f"value_mask must be a bool tensor of shape {tuple(values.shape)}")
-        value_pos = value_pos.long()
-        outside = value_mask & ((value_pos < 0) | (value_pos >= T))
-        if outside.any():
-            r, j = _first(outside)
-            raise ValueError(f"value_pos[{r}, {j}] = {int(value_pos[r, j])} is not a token index in [0, {T})")
-        at = torch.where(value_mask, value_pos, 0)
-        not_m = value_mask & (input_ids.gather(1, at) != self.config.number_token_id)
-        if not_m.any():
-            r, j = _first(not_m)
-            p = int(value_pos[r, j])
-            raise ValueError(
-                f"value without <M>: values[{r}, {j}] follows input_ids[{r}, {p}] = {int(input_ids[r, p])}, "
-                f"not the number token {self.config.number_token_id}"
-            )
-        running_max = torch.cummax(torch.where(value_mask, value_pos, -1), dim=1).values
-        unordered = value_mask & (value_pos < running_max)
-        if unordered.any():
-            r, j = _first(unordered)
-            raise ValueError(
-                f"value_pos[{r}] must be non-decreasing over valid values; it decreases at value {j}"
-            )
-        nonfinite = value_mask & ~torch.isfinite(values)
-        if nonfinite.any():
-            r, j = _first(nonfinite)
-            raise ValueError(f"values[{r}, {j}] = {float(values[r, j])} is not finite")
-        return value_pos, value_mask
-
-    def _cache_step(self, layout: _Layout, input_pos: int | Tensor, batch_size: int) -> _CacheStep:
-        """Write slots and attention mask for a cached call starting at expanded position(s) ``input_pos``."""
-        if self.kv_caches is None:
-            raise ValueError(
-                "input_pos was given but no KV cache is set: call model.set_kv_cache(batch_size) first"
-            )
-        cache_b, _, cache_len, _ = self.kv_caches[0].k.shape
-        if batch_size != cache_b:
-            raise ValueError(f"batch size {batch_size} differs from the KV cache's {cache_b}")
-        device = layout.length.device
-        start = torch.as_tensor(input_pos, dtype=torch.long, device=device).expand(batch_size)
-        end = start + layout.length
-        kv_len = int(end.max())
-        if int(start.min()) < 0 or kv_len > cache_len:
-            raise ValueError(
-                f"cached call needs positions [{int(start.min())}, {kv_len}) "
-                f"but the KV cache holds {cache_len} "
-                f"(block_size {self.config.block_size})"
-            )
-        ar = torch.arange(layout.width, device=device)
-        q_pos = start[:, None] + ar  # (B, L) absolute position of each expanded item
-        rows, items = (ar < layout.length[:, None]).nonzero(as_tuple=True)
-        mask = torch.arange(kv_len, device=device) <= q_pos[..., None]  # (B, L, kv_len)
-        positions = q_pos.clamp(max=self.config.block_size - 1)
-        return _CacheStep(rows, items, q_pos[rows, items], mask.unsqueeze(1), kv_len, positions)
 
     def forward(
         self,
@@ -426,30 +248,28 @@ class DNAGPT(nn.Module):
         """Run the network on right-padded ``input_ids`` (B, T) with optional inserted numbers.
 
         ``values``/``value_pos``/``value_mask`` (B, V): value j of a row follows the ``<M>`` token at index
-        ``value_pos[:, j]`` (non-decreasing over valid values). ``reg_pos`` (B, R): token indices of ``<M>``
-        tokens whose regression prediction is wanted (read before the values attached to them).
-        ``input_pos`` (int or (B,)): cached decoding; the expanded position at which this chunk starts in
-        each row (see ``set_kv_cache``); without it the KV cache is neither read nor written.
+        ``value_pos[:, j]`` (non-decreasing over valid values). ``reg_pos`` (B, R): token indices of ``<M>`` tokens
+        whose regression prediction is wanted (read before the values attached to them). ``input_pos`` (int or (B,)):
+        cached decoding; the expanded position at which this chunk starts in each row (see ``set_kv_cache``); without
+        it the KV cache is neither read nor written.
         """
-        value_pos, value_mask = self._check_inputs(input_ids, values, value_pos, value_mask, reg_pos)
-        layout = _insertion_layout(input_ids, value_pos, value_mask)
+        value_pos, value_mask = check_inputs(self.config, input_ids, values, value_pos, value_mask, reg_pos)
+        layout = insertion_layout(input_ids, value_pos, value_mask)
         x = self.transformer.wte(input_ids)  # (B, T, D)
-        if layout.source is not None and values is not None:
+        if values is not None:
             nums = self.number_embedding(values.unsqueeze(-1).to(x.dtype)).to(x.dtype)  # (B, V, D)
-            table = torch.cat([x, nums, x.new_zeros(x.size(0), 1, x.size(2))], dim=1)  # (B, T + V + 1, D)
-            x = _gather_rows(table, layout.source)  # (B, L, D)
-        step = None
+            x = layout.insert(x, nums)  # (B, L, D)
+        step: CacheStep | None = None
         if input_pos is None:
             if layout.width > self.config.block_size:
                 r = int(layout.length.argmax())
-                raise ValueError(
-                    f"row {r} is {layout.width} positions long after number insertion "
-                    f"({input_ids.size(1)} tokens + {layout.width - input_ids.size(1)} values), "
-                    f"more than block_size {self.config.block_size}"
+                raise InputError(
+                    f"row {r} is {layout.width} positions long after number insertion ({input_ids.size(1)} tokens + "
+                    f"{layout.width - input_ids.size(1)} values), more than block_size {self.config.block_size}"
                 )
             positions = torch.arange(layout.width, device=x.device)
         else:
-            step = self._cache_step(layout, input_pos, input_ids.size(0))
+            step = cache_step(self.kv_caches, layout.length, layout.width, input_pos, self.config.block_size)
             positions = step.positions
         x = self.transformer.drop(x + self.transformer.wpe(positions))
         attentions: list[Tensor] | None = [] if return_attentions else None
@@ -459,10 +279,10 @@ class DNAGPT(nn.Module):
             if attentions is not None and att is not None:
                 attentions.append(att)
         x = self.transformer.ln_f(x)
-        hidden = _gather_rows(x, layout.pred_pos)  # (B, T, D)
+        hidden = gather_rows(x, layout.pred_pos)  # (B, T, D)
         value_pred = None
         if reg_pos is not None:
             at_m = layout.token_pos.gather(1, reg_pos.long())  # (B, R) expanded position of each <M>
-            value_pred = self.regression_head(_gather_rows(x, at_m)).squeeze(-1)  # (B, R)
+            value_pred = self.regression_head(gather_rows(x, at_m)).squeeze(-1)  # (B, R)
         logits = self.logits(hidden) if compute_logits else None
         return DNAGPTOutput(hidden, layout.token_pos, logits, value_pred, attentions)

@@ -1,9 +1,8 @@
-"""The three small MLPs around the DNAGPT backbone (REFERENCE.md §2).
+"""The three small MLPs around the DNAGPT backbone: the Numerical Embedding layer, the token head, the regression head.
 
-All three share the release's layout ``Sequential(Linear, SiLU, LayerNorm, Linear)``, so their state-dict
-keys are ``.0 .2 .3`` exactly as in the released checkpoints (the SiLU at index 1 has no weights). They
-stay plain ``nn.Sequential`` subclasses: inputs and outputs keep the Linear convention
-``(..., in) -> (..., out)``.
+All three share the release's layout ``Sequential(Linear, SiLU, LayerNorm, Linear)``, so their state-dict keys are
+``.0 .2 .3`` exactly as in the released checkpoints (the SiLU at index 1 has no weights). They stay plain
+``nn.Sequential`` subclasses: inputs and outputs keep the Linear convention ``(..., in) -> (..., out)``.
 """
 
 from __future__ import annotations

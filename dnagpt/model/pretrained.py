@@ -1,8 +1,10 @@
 """Weights in and out: the released DNAGPT ``.pth`` files, and our own safetensors + JSON directories.
 
-A released state dict differs from ours only by two head names (REFERENCE.md §2), so loading is a rename table
-plus a strict check that reports every missing, unexpected and mis-shaped key at once: a checkpoint either
-loads exactly or fails with the full list, never half-loaded behind ``strict=False``.
+A released state dict differs from ours only by two head names (the release's ``mlm_head`` and ``num_regression``
+are our ``token_head`` and ``regression_head``; every other key, ``number_embedding`` included, is the same), so
+loading is a rename table plus a strict check that reports every missing, unexpected and mis-shaped key at once: a
+checkpoint either loads exactly or fails with the full list (a ``CheckpointError``), never half-loaded behind
+``strict=False``. A missing file is a ``MissingFileError``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import Tensor
 
 from dnagpt.model.config import DYNAMIC_VOCAB_SIZE, FIXED_VOCAB_SIZE, PRESETS, GPTConfig
 from dnagpt.model.gpt import DNAGPT
+from dnagpt.utils.errors import CheckpointError, MissingFileError
 
 # release prefix -> ours; number_embedding is listed to say it is the same layer under the same name
 RELEASE_RENAMES = {
@@ -56,19 +59,17 @@ def _read_release(state_dict_or_path: StateDictOrPath) -> dict[str, Any]:
     source = state_dict_or_path
     if isinstance(source, str | os.PathLike):
         if not Path(source).is_file():
-            raise FileNotFoundError(f"release checkpoint {source} not found")
+            raise MissingFileError(f"release checkpoint {source} not found")
         source = torch.load(source, map_location="cpu", weights_only=True)
     if isinstance(source, Mapping) and isinstance(source.get("model"), Mapping):
         source = source["model"]
     if not isinstance(source, Mapping):
-        raise ValueError(
-            f"a release checkpoint must be a state dict or {{'model': state_dict}}, got {type(source)}"
-        )
+        raise CheckpointError(f"a release checkpoint must be a state dict or {{'model': state_dict}}, got {type(source)}")
     return {_rename_release_key(k): v for k, v in source.items()}
 
 
 def _check_state_dict(model: DNAGPT, state_dict: Mapping[str, Any], source: str) -> None:
-    """Raise one ValueError listing every missing, unexpected and shape-mismatched key."""
+    """Raise one CheckpointError listing every missing, unexpected and shape-mismatched key."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -90,7 +91,7 @@ def _check_state_dict(model: DNAGPT, state_dict: Mapping[str, Any], source: str)
             f"  the checkpoint was built for {_VOCABULARIES.get(rows, f'a vocabulary of {rows} ids')}, "
             f"the model for {_VOCABULARIES.get(model.config.vocab_rows, f'{model.config.vocab_rows} ids')}"
         )
-    raise ValueError("\n".join(lines))
+    raise CheckpointError("\n".join(lines))
 
 
 def load_release_state_dict(model: DNAGPT, state_dict_or_path: StateDictOrPath) -> DNAGPT:
@@ -102,9 +103,7 @@ def load_release_state_dict(model: DNAGPT, state_dict_or_path: StateDictOrPath) 
     return model
 
 
-def config_from_release_state_dict(
-    state_dict_or_path: StateDictOrPath, n_head: int | None = None
-) -> GPTConfig:
+def config_from_release_state_dict(state_dict_or_path: StateDictOrPath, n_head: int | None = None) -> GPTConfig:
     """Infer the GPTConfig of a released checkpoint from its shapes; ``n_head`` from the matching preset.
 
     Shapes cannot tell the number of heads, so a checkpoint that matches no preset needs ``n_head``.
@@ -112,7 +111,7 @@ def config_from_release_state_dict(
     state_dict = _read_release(state_dict_or_path)
     for key in ("transformer.wte.weight", "transformer.wpe.weight"):
         if key not in state_dict:
-            raise ValueError(f"not a DNAGPT checkpoint: {key} is missing")
+            raise CheckpointError(f"not a DNAGPT checkpoint: {key} is missing")
     vocab_size, n_embd = state_dict["transformer.wte.weight"].shape
     layers = {int(m.group(1)) for k in state_dict if (m := re.match(r"transformer\.h\.(\d+)\.", k))}
     shape = dict(
@@ -127,9 +126,7 @@ def config_from_release_state_dict(
         if fits and n_head in (None, preset.n_head):
             return replace(preset)
     if n_head is None:
-        raise ValueError(
-            f"no preset has the checkpoint's shape {shape}; pass n_head to build a custom config"
-        )
+        raise CheckpointError(f"no preset has the checkpoint's shape {shape}; pass n_head to build a custom config")
     return GPTConfig(name="custom", n_head=n_head, **shape)
 
 
@@ -152,7 +149,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: invalid JSON ({err})") from err
+        raise CheckpointError(f"invalid JSON ({err})", path=path) from err
 
 
 def _spec_difference(saved: Any, given: Any) -> str:
@@ -171,17 +168,16 @@ def from_pretrained(directory: str | os.PathLike, tokenizer_spec: dict | None = 
     directory = Path(directory)
     for name in (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE):
         if not (directory / name).is_file():
-            raise FileNotFoundError(
-                f"{directory / name} not found: from_pretrained needs {MODEL_FILE}, {CONFIG_FILE} and "
-                f"{TOKENIZER_FILE} (written by save_pretrained)"
+            raise MissingFileError(
+                f"{directory / name} not found: from_pretrained needs {MODEL_FILE}, {CONFIG_FILE} and {TOKENIZER_FILE} "
+                f"(written by save_pretrained)"
             )
     saved_spec = _read_json(directory / TOKENIZER_FILE)
     if tokenizer_spec is not None:
         given = json.loads(json.dumps(tokenizer_spec))  # JSON normal form: tuples become lists, as when saved
         if given != saved_spec:
-            raise ValueError(
-                f"tokenizer mismatch with {directory / TOKENIZER_FILE}: {_spec_difference(saved_spec, given)}"
-            )
+            difference = _spec_difference(saved_spec, given)
+            raise CheckpointError(f"tokenizer mismatch with {directory / TOKENIZER_FILE}: {difference}")
     config = GPTConfig.from_dict(_read_json(directory / CONFIG_FILE))
     model = DNAGPT(config)
     state_dict: dict[str, Tensor] = load_file(directory / MODEL_FILE)

@@ -6,8 +6,8 @@ file and line, the column or field, the config key) and what is allowed. ``error
 says everything and a stack would bury it. Anything else is a bug and keeps its traceback. ``HYDRA_FULL_ERROR=1`` shows
 the traceback of our errors too. Library callers and tests get the exceptions themselves.
 
-The types subclass ``ValueError`` (``FileNotFoundError`` for a missing file), so callers that catch the builtin still do.
-They live at the bottom of the package so every layer can raise them without an upward import.
+The types subclass ``ValueError`` (and ``FileNotFoundError`` for a missing file), so callers that catch the builtins
+still do. They live at the bottom of the package so every layer can raise them without an upward import.
 """
 
 import os
@@ -54,8 +54,9 @@ class InputError(DnagptError, ValueError):
         self.path, self.line, self.field = path, line, field
 
 
-class MissingFileError(DnagptError, FileNotFoundError):
-    """An input file or directory that does not exist (the message names the config key that points at it)."""
+class MissingFileError(ConfigError, FileNotFoundError):
+    """An input file or directory that does not exist; the message names the config key or argument pointing at it
+    (hence a ``ConfigError``), and callers that catch ``FileNotFoundError`` still do."""
 
     label = "Input error"
 
@@ -63,8 +64,9 @@ class MissingFileError(DnagptError, FileNotFoundError):
         return str(self.args[0]) if self.args else ""
 
 
-class CheckpointError(InputError):
-    """A file that is not a usable checkpoint for this run: truncated, not ours, or of another vocabulary."""
+class CheckpointError(InputError, ConfigError):
+    """A file that is not a usable checkpoint for this run: truncated, not ours, or of another vocabulary. Also a
+    ``ConfigError``: the file is always named by a config key (``ckpt_path=``, ``init_from=``), which the message gives."""
 
     label = "Checkpoint error"
 
