@@ -1,5 +1,10 @@
-"""Attention maps of GSR windows: coordinates, layer/head selection, averaging by label, the files written."""
+"""Attention maps of GSR windows: coordinates, layer/head selection, averaging by label, the files written.
 
+Also what every plotting module of ours owes its importer: no matplotlib backend chosen for it.
+"""
+
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -69,3 +74,11 @@ def test_writes_profile_and_maps(task_and_data, tmp_path: Path) -> None:
     assert 0.0 < metrics["attention/true/near_signal_frac"] < 1.0
     with pytest.raises(ValueError, match="max_windows"):
         AttentionMaps(max_windows=0)
+
+
+def test_importing_the_plotting_modules_keeps_the_programs_backend() -> None:
+    """We draw on ``Figure`` objects, so a program that chose a backend keeps it after importing us."""
+    modules = "dnagpt.callbacks, dnagpt.eval.attention, dnagpt.eval.expression, dnagpt.eval.genomes, dnagpt.eval.gsr"
+    code = f"import matplotlib; matplotlib.use('svg'); import {modules}; print(matplotlib.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip() == "svg"

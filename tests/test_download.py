@@ -1,5 +1,7 @@
-"""Corpus download: full fetch, resume with HTTP Range, checksum errors; against a local server on 127.0.0.1
-only."""
+"""Corpus download: full fetch, resume with HTTP Range, checksum and server errors, the ``download.py`` command.
+
+Against a local server on 127.0.0.1 only.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import numpy as np
 import pytest
 
 from dnagpt.data.corpus import Corpus
-from dnagpt.data.download import SUMS_FILE, download_corpus, download_file, main
+from dnagpt.data.download import SUMS_FILE, DownloadError, download_corpus, download_file
+from dnagpt.utils.errors import ConfigError, DnagptError, InputError
+from download import compose_config, main
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PAYLOAD = np.random.default_rng(0).integers(0, 256, size=300_000, dtype=np.uint8).tobytes()
@@ -22,11 +26,14 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class RangeHandler(BaseHTTPRequestHandler):
-    """Serves PAYLOAD at any path, honouring ``Range: bytes=N-`` unless the server says otherwise."""
+    """Serves PAYLOAD at any path but ``/missing`` (404), honouring ``Range: bytes=N-`` unless the server says otherwise."""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         srv = self.server
         srv.requests.append(self.headers.get("Range"))
+        if self.path == "/missing":
+            self.send_error(404)
+            return
         start = 0
         rng = self.headers.get("Range")
         if rng and srv.honour_range:
@@ -132,20 +139,79 @@ def test_download_corpus_records_unknown_checksums(server, tmp_path):
         download_corpus(corpus)
 
 
-def test_cli_composes_the_corpus_config(server, tmp_path):
-    """``python -m dnagpt.data.download corpus=human`` with the real corpus YAML, its URL pointed at the test
-    server."""
+def test_http_error_names_the_url_and_status(server, tmp_path):
+    with pytest.raises(DownloadError, match=r"/missing: the server answered HTTP 404 Not Found; check the url"):
+        download_file(url(server, "missing"), tmp_path / "x")
+    assert server.requests == [None]  # an HTTP error is not retried
+
+
+def test_malformed_sums_file_names_file_and_line(server, tmp_path):
+    root = tmp_path / "genomes"
+    root.mkdir()
+    (root / SUMS_FILE).write_text(f"{SHA}  h.fa.gz\n\nnot-a-checksum  y.fa.gz\n")
+    corpus = Corpus.from_config(
+        {"name": "t", "root": str(root), "species": {"human": {"fasta": "h.fa.gz", "url": url(server)}}}
+    )
+    with pytest.raises(InputError, match=rf"{SUMS_FILE}, line 3: expected '<64 hex digits>  <file name>', got 'not-a"):
+        download_corpus(corpus)
+
+
+def _mini_conf(tmp_path: Path) -> Path:
+    """The real corpus and paths groups under a train.yaml reduced to them."""
     conf = tmp_path / "conf"
     for group in ("corpus", "paths"):
         shutil.copytree(CONF / group, conf / group)
     (conf / "train.yaml").write_text("defaults:\n  - _self_\n  - corpus: bundled\n  - paths: default\n")
+    return conf
+
+
+def test_cli_composes_the_corpus_config(server, tmp_path, monkeypatch):
+    """``python download.py corpus=human`` with the real corpus YAML, its URL pointed at the test server."""
+    monkeypatch.chdir(tmp_path)
     main(
         [
             "corpus=human",
             f"paths.data_dir={tmp_path / 'data'}",
             f"corpus.species.human.url={url(server)}",
         ],
-        config_dir=conf,
+        config_dir=_mini_conf(tmp_path),
     )
     fasta = tmp_path / "data" / "genomes" / "Homo_sapiens.GRCh38.dna_sm.primary_assembly.fa.gz"
     assert fasta.read_bytes() == PAYLOAD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf", "data"]  # no run directory left behind
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["corpus=nope"], "python download.py corpus=nope: In 'train': Could not find 'corpus/nope'; available: bundled, "),
+        (
+            ["corpus.bogus=1"],
+            "python download.py corpus.bogus=1: Could not override 'corpus.bogus'. To append to your config use",
+        ),
+    ],
+)
+def test_cli_bad_override_is_one_paragraph(tmp_path, monkeypatch, overrides, message):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(overrides, config_dir=_mini_conf(tmp_path))
+    assert str(exit_.value).startswith(f"Configuration error: {message}") and "\n" not in str(exit_.value)
+
+
+def test_compose_config_raises_for_its_caller(tmp_path):
+    with pytest.raises(ConfigError, match="Could not find 'corpus/nope'"):
+        compose_config(["corpus=nope"], _mini_conf(tmp_path))
+
+
+def test_cli_download_error_is_one_paragraph(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    overrides = ["corpus=human", f"paths.data_dir={tmp_path / 'data'}", f"corpus.species.human.url={url(server, 'missing')}"]
+    with pytest.raises(SystemExit, match="^Download error: http://127.0.0.1:.*/missing: the server answered HTTP 404"):
+        main(overrides, config_dir=_mini_conf(tmp_path))
+    assert issubclass(DownloadError, DnagptError) and issubclass(DownloadError, ConnectionError)
+
+
+def test_cli_bad_corpus_is_one_paragraph(tmp_path, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit, match=r"^Configuration error: corpus human: species\.human\.weight must be > 0"):
+        main(["corpus=human", "corpus.species.human.weight=0"], config_dir=_mini_conf(tmp_path))

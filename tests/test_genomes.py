@@ -1,5 +1,8 @@
-"""Genomes task: the constraint mask, constrained generation, each statistic on hand-checkable input, the baselines,
-and end-to-end train + evaluate on a reduced real panel (slow: including a 2-point temperature multirun)."""
+"""Genomes task: the constraint mask, constrained generation, each statistic on hand-checkable input, the baselines.
+
+Also the sweep table (its path from Hydra's run state, the rows of every job in one CSV) and end-to-end train +
+evaluate on a reduced real panel (slow: including a 2-point temperature multirun).
+"""
 
 import csv
 import json
@@ -11,10 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, read_write
 
 from dnagpt.data.genomes import decode_haplotypes, load_hapt_panel, load_vcf_panel, read_hapt
 from dnagpt.eval import popgen
-from dnagpt.eval.genomes import allowed_mask, generate_haplotypes
+from dnagpt.eval.genomes import COLUMNS, GenomesEvaluator, allowed_mask, generate_haplotypes
 from dnagpt.model.config import GPTConfig
 from dnagpt.model.gpt import DNAGPT
 from dnagpt.pipeline import evaluate, train
@@ -169,6 +175,43 @@ def test_markov_chain_keeps_adjacent_ld_and_frequencies() -> None:
     assert p_stay == pytest.approx(0.9, abs=0.02)
     r2 = popgen.r2_matrix(out)
     assert r2[0, 2] < r2[1, 2]  # first order: (0, 2) is only linked through SNP 1
+
+
+# ---- the sweep table -----------------------------------------------------------------------------------------------
+@pytest.fixture
+def genomes_cfg_in(make_cfg, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """``genomes_cfg_in(mode)``: the genomes evaluate config in a Hydra job of that mode (sweep dir ``tmp/sweep``)."""
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)  # Hydra's run state back afterwards
+
+    def compose(mode: RunMode) -> DictConfig:
+        cfg = make_cfg("evaluate", ["task=genomes"])
+        with read_write(cfg.hydra):
+            cfg.hydra.mode = mode
+            cfg.hydra.sweep.dir = str(tmp_path / "sweep")
+        HydraConfig().set_config(cfg)
+        return cfg
+
+    return compose
+
+
+def test_sweep_table_is_in_the_sweep_dir_under_multirun_only(genomes_cfg_in, tmp_path: Path) -> None:
+    assert genomes_cfg_in(RunMode.MULTIRUN).evaluation.sweep_table == str(tmp_path / "sweep" / "genomes_sweep.csv")
+    assert genomes_cfg_in(RunMode.RUN).evaluation.sweep_table is None
+
+
+def test_sweep_table_collects_the_rows_of_every_job(tmp_path: Path) -> None:
+    sweep = tmp_path / "genomes_sweep.csv"
+    for job, evaluator in enumerate([GenomesEvaluator({"n": 1}, sweep_table=str(sweep))] * 2 + [GenomesEvaluator({})]):
+        temperature = 0.7 + job
+        row = dict.fromkeys(COLUMNS, 0.5) | {"temperature": temperature, "invalid_alleles": 0.0, "haplotypes_per_s": 9.0}
+        (tmp_path / str(job)).mkdir()
+        evaluator._write_table(
+            tmp_path / str(job), {"model": row}, {"panel": "p", "generation": {"temperature": temperature}}
+        )
+    with open(sweep, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["generator"], float(r["temperature"])) for r in rows] == [("model", 0.7), ("model", 1.7)]  # one header
+    assert sorted(p.name for p in (tmp_path / "2").iterdir()) == ["genomes_metrics.csv", "genomes_metrics.json"]
 
 
 # ---- end to end ----------------------------------------------------------------------------------------------------

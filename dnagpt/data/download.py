@@ -1,13 +1,11 @@
-"""Download the genome files of a corpus, resumable and checksum-verified.
+"""Download the genome files of a corpus, resumable and checksum-verified (the library; the command is ``download.py``).
 
-    python -m dnagpt.data.download corpus=multispecies [paths.data_dir=/big/disk/data]
-
-The arguments are Hydra overrides of the training config (``conf/train.yaml``), so the files land exactly
-where training will look for them (``corpus.root``). Each file is fetched with ``requests`` into
-``<file>.part`` and resumed with an HTTP Range request after an interruption (a server that ignores the range
-restarts the file). The finished file is checked against the corpus' ``sha256``; where that is null the
-checksum obtained is recorded in ``<root>/SHA256SUMS`` and later runs verify against it. Existing verified
-files are skipped.
+Each file is fetched with ``requests`` into ``<file>.part`` and resumed with an HTTP Range request after an
+interruption (a server that ignores the range restarts the file). The finished file is checked against the corpus'
+``sha256``; where that is null the checksum obtained is recorded in ``<root>/SHA256SUMS`` and later runs verify against
+it. Existing verified files are skipped. What cannot be fixed by running again raises a ``DnagptError``: a checksum
+mismatch or a malformed ``SHA256SUMS`` an ``InputError``, a server that refuses the file or stays unreachable a
+``DownloadError``.
 """
 
 from __future__ import annotations
@@ -16,26 +14,31 @@ import hashlib
 import logging
 import os
 import re
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import requests
 from tqdm.auto import tqdm
 
 from dnagpt.data.corpus import Corpus
+from dnagpt.utils.errors import DnagptError, InputError
 
-__all__ = ["download_corpus", "download_file", "main", "sha256_file"]
+__all__ = ["DownloadError", "download_corpus", "download_file", "sha256_file"]
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 SUMS_FILE = "SHA256SUMS"
 _CHUNK = 1 << 20
 _RETRYABLE = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
+class DownloadError(DnagptError, ConnectionError):
+    """A file the server refuses (HTTP error) or that could not be fetched after the retries."""
+
+    label = "Download error"
+
+
 def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks (genomes are gigabytes)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
@@ -56,7 +59,7 @@ def _fetch_once(session: requests.Session, url: str, part: Path, timeout: float)
             return
         r.raise_for_status()
         if r.status_code == 206 and not r.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
-            raise ValueError(f"{url}: server answered range {r.headers.get('Content-Range')!r} to a request from {offset}")
+            raise InputError(f"server answered range {r.headers.get('Content-Range')!r} to a request from {offset}", url)
         if r.status_code != 206:
             offset = 0  # full body: start over
         length = r.headers.get("Content-Length")
@@ -81,13 +84,12 @@ def download_file(
     timeout: float = 60.0,
     session: requests.Session | None = None,
 ) -> str:
-    """Fetch ``url`` to ``dest`` with resume; return the file's sha256. A checksum mismatch is a
-    ValueError."""
+    """Fetch ``url`` to ``dest`` with resume; return the file's sha256. A checksum mismatch is an ``InputError``."""
     dest = Path(dest)
     if dest.exists():
         digest = sha256_file(dest)
         if sha256 and digest != sha256:
-            raise ValueError(f"{dest}: sha256 {digest} does not match the corpus ({sha256}); delete it and retry")
+            raise InputError(f"sha256 {digest} does not match the corpus ({sha256}); delete it and retry", dest)
         log.info("%s already present (sha256 %s)", dest, digest)
         return digest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -97,27 +99,38 @@ def download_file(
         try:
             _fetch_once(session, url, part, timeout)
             break
+        except requests.HTTPError as err:
+            answer = f"HTTP {err.response.status_code} {err.response.reason}"
+            raise DownloadError(f"{url}: the server answered {answer}; check the url of this file in the corpus") from err
         except _RETRYABLE as err:
             if attempt == retries:
-                raise ConnectionError(f"{url}: failed after {retries} attempts ({err}); run again to resume") from err
+                raise DownloadError(f"{url}: failed after {retries} attempts ({err}); run again to resume") from err
             log.warning("%s: attempt %d failed (%s); resuming", url, attempt, err)
     digest = sha256_file(part)
     if sha256 and digest != sha256:
         part.unlink()
-        raise ValueError(f"{url}: downloaded file has sha256 {digest}, the corpus expects {sha256}; the file was removed")
+        raise InputError(f"downloaded file has sha256 {digest}, the corpus expects {sha256}; the file was removed", url)
     os.replace(part, dest)
     return digest
 
 
 def _read_sums(path: Path) -> dict[str, str]:
+    """``{file name: sha256}`` recorded by earlier runs (``sha256sum`` format: ``<hex>  <name>`` per line)."""
     if not path.exists():
         return {}
-    return {name: digest for digest, name in (line.split(maxsplit=1) for line in path.read_text().splitlines() if line)}
+    sums = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split(maxsplit=1)
+        if not fields:
+            continue
+        if len(fields) != 2 or not re.fullmatch(r"[0-9a-f]{64}", fields[0]):
+            raise InputError(f"expected '<64 hex digits>  <file name>', got {line!r}; fix or delete the file", path, number)
+        sums[fields[1]] = fields[0]
+    return sums
 
 
 def download_corpus(corpus: Corpus, *, session: requests.Session | None = None) -> dict[str, str]:
-    """Fetch every file of ``corpus`` that has a URL; return ``{species: sha256}`` and update
-    ``SHA256SUMS``."""
+    """Fetch every file of ``corpus`` that has a URL; return ``{species: sha256}`` and update ``SHA256SUMS``."""
     sums_path = corpus.root / SUMS_FILE
     sums = _read_sums(sums_path)
     got = {}
@@ -134,23 +147,3 @@ def download_corpus(corpus: Corpus, *, session: requests.Session | None = None) 
         sums_path.parent.mkdir(parents=True, exist_ok=True)
         sums_path.write_text("".join(f"{d}  {n}\n" for n, d in sorted(sums.items())))
     return got
-
-
-def main(argv: Sequence[str] | None = None, config_dir: str | Path = CONF_DIR, config_name: str = "train") -> None:
-    """Compose the training config with the given overrides and fetch its corpus."""
-    from hydra import compose, initialize_config_dir
-
-    from dnagpt.utils.resolvers import register_resolvers
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    register_resolvers()
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides)
-    corpus = Corpus.from_config(cfg.corpus)
-    for name, digest in download_corpus(corpus).items():
-        log.info("%s: %s", name, digest)
-
-
-if __name__ == "__main__":
-    main()

@@ -20,15 +20,13 @@ import csv
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from dnagpt.utils.pylogger import RankedLogger  # noqa: E402
+from dnagpt.utils.errors import ConfigError
+from dnagpt.utils.plots import save_figure, subplots
+from dnagpt.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
 
@@ -49,9 +47,11 @@ def reduce_attention(attentions: list[torch.Tensor], layer: int | None, head: in
     """(B, L, L) attention of one layer/head, or averaged over layers and/or heads."""
     n_layer, n_head = len(attentions), attentions[0].shape[1]
     if layer is not None and not -n_layer <= layer < n_layer:
-        raise ValueError(f"layer {layer} out of range: the model has {n_layer} layers")
+        raise ConfigError(f"analysis.layer: layer {layer} out of range: the model has {n_layer} layers "
+                          f"(allowed {-n_layer}..{n_layer - 1}, or null for their mean)")  # fmt: skip
     if head is not None and not -n_head <= head < n_head:
-        raise ValueError(f"head {head} out of range: the model has {n_head} heads")
+        raise ConfigError(f"analysis.head: head {head} out of range: the model has {n_head} heads "
+                          f"(allowed {-n_head}..{n_head - 1}, or null for their mean)")  # fmt: skip
     att = torch.stack(attentions) if layer is None else attentions[layer].unsqueeze(0)  # (l, B, H, L, L)
     att = att.mean(0)
     return att.mean(1) if head is None else att[:, head]
@@ -63,7 +63,7 @@ class AttentionMaps:
     def __init__(self, layer: int | None = None, head: int | None = None, max_windows: int = 256,
                  batch_size: int = 16) -> None:
         if max_windows < 1 or batch_size < 1:
-            raise ValueError(f"need max_windows >= 1 and batch_size >= 1, got {max_windows}, {batch_size}")
+            raise ConfigError(f"analysis.max_windows and analysis.batch_size must be >= 1, got {max_windows}, {batch_size}")
         self.layer, self.head, self.max_windows, self.batch_size = layer, head, max_windows, batch_size
 
     @torch.no_grad()
@@ -107,13 +107,13 @@ class AttentionMaps:
         loader = DataLoader(datamodule.datasets["test"], batch_size=self.batch_size, shuffle=False)
         means = self.collect(module, loader)
         if not means:
-            raise ValueError("no test windows to average attention over")
+            raise ConfigError("analysis=attention: the data's test split has no windows to average attention over")
         n_tok = next(iter(means.values()))["profile"].shape[0]
         edges = token_edges(n_tok, module.tokenizer.k)
         centres = (edges[:-1] + edges[1:]) / 2
         near = np.abs(centres) < NEAR_BP
         metrics = {}
-        fig, ax = plt.subplots(figsize=(9, 4))
+        fig, ax = subplots(figsize=(9, 4))
         for lab, m in sorted(means.items(), reverse=True):
             ax.step(centres, m["profile"], where="mid", label=f"{LABELS[lab]} signal (n={m['n']})")
             metrics[f"attention/{LABELS[lab]}/near_signal_frac"] = float(m["profile"][near].sum() / m["profile"].sum())
@@ -121,9 +121,7 @@ class AttentionMaps:
         ax.set(xlabel="bp relative to the signal (upstream < 0 < downstream)", ylabel="mean attention weight",
                title=f"Attention from <=> to the window ({self._what()})")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(output_dir / "attention_profile.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, output_dir / "attention_profile.png", dpi=110)
         with open(output_dir / "attention_profile.csv", "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["bp_from", "bp_to", *(f"{LABELS[lab]}_attention" for lab in sorted(means, reverse=True))])
@@ -131,13 +129,11 @@ class AttentionMaps:
                 writer.writerow([edges[i], edges[i + 1], *(means[lab]["profile"][i] for lab in sorted(means, reverse=True))])
         vmax = max(float(np.quantile(m["map"][np.tril_indices(n_tok)], 0.99)) for m in means.values())
         for lab, m in means.items():
-            fig, ax = plt.subplots(figsize=(6.2, 5.4))
+            fig, ax = subplots(figsize=(6.2, 5.4))
             im = ax.imshow(m["map"], extent=(edges[0], edges[-1], edges[-1], edges[0]), cmap="magma", vmin=0, vmax=vmax)
             fig.colorbar(im, ax=ax, label="mean attention weight")
             ax.set(xlabel="key position, bp relative to the signal", ylabel="query position, bp relative to the signal",
                    title=f"{LABELS[lab].capitalize()} signals (n={m['n']})\n{self._what()}")
-            fig.tight_layout()
-            fig.savefig(output_dir / f"attention_map_{LABELS[lab]}.png", dpi=110)
-            plt.close(fig)
+            save_figure(fig, output_dir / f"attention_map_{LABELS[lab]}.png", dpi=110)
         log.info(f"Attention near the signal (±{NEAR_BP} bp share of <=> window attention): {metrics}")
         return metrics

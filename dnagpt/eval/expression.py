@@ -22,7 +22,6 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 from scipy import sparse
@@ -32,10 +31,8 @@ from torch.utils.data import DataLoader
 from torchmetrics.functional import pearson_corrcoef, r2_score, spearman_corrcoef
 
 from dnagpt.eval.kmer_baselines import kmer_counts
+from dnagpt.utils.plots import save_figure, subplots
 from dnagpt.utils.pylogger import RankedLogger
-
-matplotlib.use("Agg")  # no display on evaluation machines
-import matplotlib.pyplot as plt  # noqa: E402
 
 __all__ = ["ExpressionEvaluator", "fit_baselines", "gc_cpg_features", "regression_metrics"]
 
@@ -108,7 +105,7 @@ def fit_baselines(
 
 def plot_scatter(y_true: np.ndarray, preds: dict[str, np.ndarray], path: Path, title: str, label_name: str) -> None:
     """One panel per predictor: predicted against true, the identity line, and R² / Pearson r in the panel title."""
-    fig, axes = plt.subplots(1, len(preds), figsize=(4.2 * len(preds), 4.4), squeeze=False, sharex=True, sharey=True)
+    fig, axes = subplots(1, len(preds), figsize=(4.2 * len(preds), 4.4), squeeze=False, sharex=True, sharey=True)
     lo, hi = min(map(np.min, [y_true, *preds.values()])), max(map(np.max, [y_true, *preds.values()]))
     pad = 0.05 * (hi - lo)
     for ax, (name, pred) in zip(axes[0], preds.items(), strict=True):
@@ -122,9 +119,7 @@ def plot_scatter(y_true: np.ndarray, preds: dict[str, np.ndarray], path: Path, t
         ax.legend(loc="upper left", fontsize=8)
     axes[0, 0].set_ylabel(f"predicted {label_name}")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def format_table(rows: dict[str, dict[str, float]], n: int, split: str) -> str:
@@ -134,9 +129,11 @@ def format_table(rows: dict[str, dict[str, float]], n: int, split: str) -> str:
 
 
 class ExpressionEvaluator:
-    """``evaluation`` hook of ``evaluate.py``: scores the model and the baselines on one split, writes
-    ``<prefix>_scatter_<split>.png`` and ``<prefix>_predictions_<split>.csv``, logs the table and returns the
-    baselines' metrics as ``<split>/<baseline>_<metric>`` (the model's are the task's own ``<split>/<metric>``)."""
+    """``evaluation`` hook of ``evaluate.py``: the model and the baselines scored on one split.
+
+    Writes ``<prefix>_scatter_<split>.png`` and ``<prefix>_predictions_<split>.csv``, logs the table and returns the
+    baselines' metrics as ``<split>/<baseline>_<metric>`` (the model's are the task's own ``<split>/<metric>``).
+    """
 
     def __init__(
         self,

@@ -9,8 +9,9 @@
    Markov chain along SNPs; the validation haplotypes (real, held out) give the sampling-noise floor;
 3. scores every set against the held-out test haplotypes (``dnagpt.eval.popgen``) and writes the generated set as
    ``.hapt`` and VCF, a metrics table (JSON/CSV), and PNGs (PCA overlay, allele frequencies, LD heat maps, LD decay,
-   nearest-neighbour distances). Under a Hydra multirun the table rows are also appended to
-   ``<sweep dir>/genomes_sweep.csv``, so a temperature sweep ends with one table.
+   nearest-neighbour distances). The rows are also appended to ``sweep_table`` when it is set: the config sets it to
+   ``<sweep dir>/genomes_sweep.csv`` under a Hydra multirun (``dnagpt.utils.resolvers``), so a temperature sweep ends
+   with one table.
 """
 
 from __future__ import annotations
@@ -24,18 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from dnagpt.data.genomes import GenomesDataModule, Legend, decode_haplotypes, write_hapt, write_vcf  # noqa: E402
-from dnagpt.eval import popgen  # noqa: E402
-from dnagpt.model.generate import generate  # noqa: E402
-from dnagpt.model.gpt import DNAGPT  # noqa: E402
-from dnagpt.tokenizer import KmerTokenizer  # noqa: E402
+from dnagpt.data.genomes import GenomesDataModule, Legend, decode_haplotypes, write_hapt, write_vcf
+from dnagpt.eval import popgen
+from dnagpt.model.generate import generate
+from dnagpt.model.gpt import DNAGPT
+from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.errors import ConfigError
+from dnagpt.utils.plots import save_figure, subplots
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ def generate_haplotypes(
 ) -> Generated:
     """``n`` haplotypes sampled after the species token, batched with the KV cache."""
     if n < 1 or batch_size < 1:
-        raise ValueError(f"generation.n={n} and generation.batch_size={batch_size} must be >= 1")
+        raise ConfigError(f"generation.n={n} and generation.batch_size={batch_size} must be >= 1")
     device = next(model.parameters()).device
     mask = allowed_mask(tokenizer, legend).to(device) if constrained else None
     n_steps = -(-len(legend) // tokenizer.k)
@@ -130,9 +129,12 @@ class GenomesEvaluator:
         heatmap_snps: int = 120,
         decay_bins: int = 16,
         species: str = "human",
+        sweep_table: str | Path | None = None,
     ) -> None:
+        """``sweep_table``: a CSV that collects the rows of every job of a sweep (appended to), None for none."""
         self.generation = dict(generation)
         self.ld_window, self.heatmap_snps, self.decay_bins, self.species = ld_window, heatmap_snps, decay_bins, species
+        self.sweep_table = Path(sweep_table) if sweep_table else None
 
     def __call__(self, module: Any, datamodule: GenomesDataModule, trainer: Any, output_dir: Path) -> dict[str, float]:
         output_dir = Path(output_dir)
@@ -184,7 +186,8 @@ class GenomesEvaluator:
         columns = ["generator", "temperature", *COLUMNS, "invalid_alleles", "haplotypes_per_s"]
         rows = [{"generator": name, "temperature": meta["generation"].get("temperature"), **row}
                 for name, row in table.items()]  # fmt: skip
-        for path, mode in [(output_dir / "genomes_metrics.csv", "w"), *self._sweep_table()]:
+        targets = [(output_dir / "genomes_metrics.csv", "w")] + ([(self.sweep_table, "a")] if self.sweep_table else [])
+        for path, mode in targets:
             new = mode == "w" or not path.exists()
             with open(path, mode, newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=["panel", *columns], extrasaction="ignore")
@@ -197,24 +200,14 @@ class GenomesEvaluator:
                  f"{table['model']['haplotypes_per_s']:.1f} haplotypes/s, "
                  f"invalid alleles {int(table['model']['invalid_alleles'])}):\n" + "\n".join([head, *lines]))  # fmt: skip
 
-    @staticmethod
-    def _sweep_table() -> list[tuple[Path, str]]:
-        """``[(<sweep dir>/genomes_sweep.csv, "a")]`` inside a Hydra multirun, else nothing."""
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-            return []
-        return [(Path(HydraConfig.get().sweep.dir) / "genomes_sweep.csv", "a")]
-
     # ---- plots -----------------------------------------------------------------------------------------------------
     def _plots(self, out: Path, sets: dict, real: np.ndarray, train: np.ndarray, legend: Legend, pca: Any,
                temperature: float) -> None:  # fmt: skip
         names = [n for n in sets if n != REAL]
         title = f"model at T={temperature}"
         pr = pca.transform(real.astype(np.float64))
-        fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4.5), sharex=True, sharey=True,
-                                 layout="constrained")  # fmt: skip
+        fig, axes = subplots(1, len(names), figsize=(5 * len(names), 4.5), sharex=True, sharey=True,
+                             layout="constrained")  # fmt: skip
         for ax, name in zip(axes, names, strict=True):
             p = pca.transform(sets[name].astype(np.float64))
             ax.scatter(pr[:, 0], pr[:, 1], s=4, alpha=0.4, c="grey", label="real (held out)")
@@ -222,10 +215,10 @@ class GenomesEvaluator:
             ax.set(title=name, xlabel="PC1 (fit on real)", ylabel="PC2")
             ax.legend(markerscale=3)
         fig.suptitle("PCA of haplotypes: generated over held-out real")
-        self._save(fig, out / "genomes_pca.png")
+        save_figure(fig, out / "genomes_pca.png", dpi=110)
 
         af_real = popgen.allele_frequencies(real)
-        fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4.5), layout="constrained")
+        fig, axes = subplots(1, len(names), figsize=(5 * len(names), 4.5), layout="constrained")
         for ax, name in zip(axes, names, strict=True):
             af = popgen.allele_frequencies(sets[name])
             ax.scatter(af_real, af, s=5, alpha=0.6)
@@ -233,15 +226,15 @@ class GenomesEvaluator:
             ax.set(title=f"{name}: r = {np.corrcoef(af_real, af)[0, 1]:.4f}", xlabel="allele-1 frequency, real",
                    ylabel="allele-1 frequency, generated")  # fmt: skip
         fig.suptitle("Allele frequencies")
-        self._save(fig, out / "genomes_allele_frequency.png")
+        save_figure(fig, out / "genomes_allele_frequency.png", dpi=110)
 
         m = min(self.heatmap_snps, len(legend))
-        fig, axes = plt.subplots(1, 2, figsize=(11, 5), layout="constrained")
+        fig, axes = subplots(1, 2, figsize=(11, 5), layout="constrained")
         for ax, (name, h) in zip(axes, [("real (held out)", real), (title, sets["model"])], strict=True):
             im = ax.imshow(popgen.r2_matrix(h[:, :m]), vmin=0, vmax=1, cmap="magma_r")
             ax.set(title=f"LD r², {name}", xlabel=f"SNP (first {m})", ylabel="SNP")
         fig.colorbar(im, ax=axes, shrink=0.8, label="r²")
-        self._save(fig, out / "genomes_ld_heatmaps.png")
+        save_figure(fig, out / "genomes_ld_heatmaps.png", dpi=110)
 
         pairs, n_snps = popgen.band_pairs(legend.chrom, self.ld_window), len(legend)
         dist = np.concatenate([(legend.position[d:] - legend.position[:-d])[pairs[d - 1, : n_snps - d]]
@@ -249,16 +242,16 @@ class GenomesEvaluator:
         same = dist[dist > 0]
         bins = np.geomspace(max(1, same.min()), same.max() + 1, self.decay_bins + 1)
         centres = np.sqrt(bins[:-1] * bins[1:])
-        fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+        fig, ax = subplots(figsize=(7, 4.5), layout="constrained")
         for name, h in [("real (held out)", real), *[(n, sets[n]) for n in names]]:
             decay = popgen.ld_decay(h, legend.chrom, legend.position, bins, self.ld_window)
             ax.plot(centres, decay, marker="o", ms=3, label=title if name == "model" else name)
         ax.set(xscale="log", xlabel="distance between SNPs (bp)", ylabel="mean r²",
                title=f"LD decay (same-chromosome pairs within {self.ld_window} SNPs)")  # fmt: skip
         ax.legend()
-        self._save(fig, out / "genomes_ld_decay.png")
+        save_figure(fig, out / "genomes_ld_decay.png", dpi=110)
 
-        fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+        fig, ax = subplots(figsize=(7, 4.5), layout="constrained")
         curves = [("real (held out)", real), *[(n, sets[n]) for n in names]]
         top = max(int(popgen.nn_distance(h, train).max()) for _, h in curves) + 2
         for name, h in curves:
@@ -267,9 +260,4 @@ class GenomesEvaluator:
         ax.set(xlabel="Hamming distance to the nearest training haplotype", ylabel="density",
                title="Nearest-neighbour distances to training (0 = a copy)")  # fmt: skip
         ax.legend()
-        self._save(fig, out / "genomes_nn_distance.png")
-
-    @staticmethod
-    def _save(fig: plt.Figure, path: Path) -> None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, out / "genomes_nn_distance.png", dpi=110)

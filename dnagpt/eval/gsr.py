@@ -19,24 +19,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.metrics import confusion_matrix, roc_curve  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-from torchmetrics.functional.classification import (  # noqa: E402
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, roc_curve
+from torch.utils.data import DataLoader
+from torchmetrics.functional.classification import (
     binary_accuracy,
     binary_auroc,
     binary_f1_score,
     binary_matthews_corrcoef,
 )
 
-from dnagpt.data.gsr import SIGNALS, cut_signal  # noqa: E402
-from dnagpt.eval.kmer_baselines import KmerLogistic  # noqa: E402
-from dnagpt.utils.pylogger import RankedLogger  # noqa: E402
+from dnagpt.data.gsr import SIGNALS, cut_signal
+from dnagpt.eval.kmer_baselines import KmerLogistic
+from dnagpt.utils.plots import save_figure, subplots
+from dnagpt.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
 
@@ -131,7 +128,7 @@ class GSREvaluator:
 
     @staticmethod
     def _plot_roc(name: str, label: np.ndarray, scores: dict[str, np.ndarray], output_dir: Path) -> None:
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig, ax = subplots(figsize=(5, 5))
         if np.unique(label).size == 2:
             for who, p in scores.items():
                 fpr, tpr, _ = roc_curve(label, p)
@@ -139,13 +136,11 @@ class GSREvaluator:
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="chance")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {name} (test, n={len(label)})")
         ax.legend(loc="lower right")
-        fig.tight_layout()
-        fig.savefig(output_dir / f"roc_{name}.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, output_dir / f"roc_{name}.png", dpi=110)
 
     @staticmethod
     def _plot_confusion(name: str, label: np.ndarray, scores: dict[str, np.ndarray], output_dir: Path) -> None:
-        fig, axes = plt.subplots(1, len(scores), figsize=(4.2 * len(scores), 4))
+        fig, axes = subplots(1, len(scores), figsize=(4.2 * len(scores), 4))
         for ax, (who, p) in zip(np.atleast_1d(axes), scores.items(), strict=True):
             cm = confusion_matrix(label, (p >= 0.5).astype(int), labels=[0, 1])
             ax.imshow(cm, cmap="Blues")
@@ -154,9 +149,7 @@ class GSREvaluator:
             ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["false", "true"], yticklabels=["false", "true"],
                    xlabel="predicted", ylabel="actual", title=f"{who}")
         fig.suptitle(f"Confusion matrices, {name} (test, threshold 0.5)")
-        fig.tight_layout()
-        fig.savefig(output_dir / f"confusion_{name}.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, output_dir / f"confusion_{name}.png", dpi=110)
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:

@@ -14,6 +14,8 @@ from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import MaxAbsScaler
 
+from dnagpt.utils.errors import ConfigError, InputError
+
 __all__ = ["KmerLogistic", "kmer_counts"]
 
 _CODE = np.full(256, 4, dtype=np.int64)  # 4 = not ACGT
@@ -29,7 +31,7 @@ def kmer_counts(seqs: Sequence[str | bytes], k: int = 6) -> sparse.csr_matrix:
     [[1, 1, 1, 1, 0], [0, 0, 0, 0, 2]]
     """
     if not isinstance(k, int) or not 1 <= k <= 12:
-        raise ValueError(f"k must be an int in 1..12, got {k!r}")
+        raise ConfigError(f"k must be an int in 1..12 (evaluation.kmer), got {k!r}")
     raw = [s.encode() if isinstance(s, str) else bytes(s) for s in seqs]
     lengths = np.fromiter((len(s) for s in raw), dtype=np.int64, count=len(raw))
     codes = _CODE[np.frombuffer(b"".join(raw), dtype=np.uint8)]
@@ -84,7 +86,7 @@ class KmerLogistic:
         if len(seqs) != len(y):
             raise ValueError(f"{len(seqs)} sequences but {len(y)} labels")
         if np.unique(y).size < 2:
-            raise ValueError(f"the baseline needs both classes in its training rows, got only {np.unique(y).tolist()}")
+            raise InputError(f"the baseline needs both classes in its training rows, got only {np.unique(y).tolist()}")
         self.clf.fit(self.scaler.fit_transform(self.features(seqs)), y)
         return self
 

@@ -4,8 +4,8 @@ All inputs are (n, L) 0/1 haplotype matrices over the same SNPs. Conventions:
 
 * r² of two SNPs is the squared Pearson correlation of their columns; a column without variation has r² 0 with
   everything (no linkage can be measured), so a generator that fixes a polymorphic SNP is penalised, not skipped.
-* LD is computed in a band: pairs on the same chromosome at most ``window`` SNPs apart. That is the issue's
-  criterion and keeps a 10,000-SNP panel at O(n · L · window) instead of an L × L matrix.
+* LD is computed in a band: pairs on the same chromosome at most ``window`` SNPs apart, which keeps a 10,000-SNP
+  panel at O(n · L · window) instead of an L × L matrix.
 * Distances between haplotypes are Hamming distances (number of differing SNPs).
 * AATS is Yelmen et al.'s adversarial accuracy: 0.5 when real and synthetic are indistinguishable by nearest
   neighbours, → 1 when synthetic is far (underfit), → 0 when synthetic copies real (overfit).
@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import wasserstein_distance
 from sklearn.decomposition import PCA
+
+from dnagpt.utils.errors import ConfigError
 
 
 def allele_frequencies(haps: np.ndarray) -> np.ndarray:
@@ -64,7 +66,7 @@ def ld_mae(haps: np.ndarray, real: np.ndarray, chrom: np.ndarray, window: int = 
     """Mean |r²(haps) − r²(real)| over SNP pairs on the same chromosome at most ``window`` SNPs apart."""
     mask = band_pairs(chrom, window)
     if not mask.any():
-        raise ValueError(f"no SNP pair on the same chromosome within {window} SNPs")
+        raise ConfigError(f"no SNP pair on the same chromosome within {window} SNPs: raise evaluation.ld_window")
     return float(np.abs(r2_band(haps, window) - r2_band(real, window))[mask].mean())
 
 
@@ -130,7 +132,10 @@ def adversarial_accuracy(real: np.ndarray, synth: np.ndarray, seed: int = 0) -> 
     """
     n = min(len(real), len(synth))
     if n < 2:
-        raise ValueError(f"AATS needs at least 2 haplotypes on each side, got {len(real)} real and {len(synth)}")
+        raise ConfigError(
+            f"AATS needs at least 2 haplotypes on each side, got {len(real)} real (the test split) and {len(synth)} "
+            "generated (generation.n)"
+        )
     rng = np.random.default_rng(seed)
     t = real[rng.choice(len(real), n, replace=False)]
     s = synth[rng.choice(len(synth), n, replace=False)]

@@ -1,12 +1,17 @@
 """OmegaConf resolvers used by the configs.
 
-Only one, and it is pure: ``${dnagpt.resources:NAME}`` is the absolute path of ``dnagpt/resources/NAME``, the real data
-excerpts shipped inside the package. Configs can then name bundled files without a project-root environment variable and
-whatever directory a run is launched from.
+- ``${dnagpt.resources:NAME}`` is the absolute path of ``dnagpt/resources/NAME``, the real data excerpts shipped inside
+  the package. Configs can then name bundled files without a project-root environment variable and whatever directory
+  a run is launched from. Pure.
+- ``${dnagpt.sweep_file:NAME}`` is ``<hydra sweep dir>/NAME`` inside a job of a Hydra multirun (``-m``) and null
+  otherwise: a file that every job of a sweep writes to, e.g. the one table of a temperature sweep. It reads Hydra's
+  run state, which is why it lives here, in the Hydra layer: the objects it configures receive a plain path or None.
 """
 
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 RESOURCES_DIR = Path(__file__).resolve().parent.parent / "resources"
@@ -21,7 +26,18 @@ def resource_path(name: str = "") -> str:
     return str(RESOURCES_DIR / name) if name else str(RESOURCES_DIR)
 
 
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (False outside Hydra, e.g. in a library caller)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def sweep_file(name: str) -> str | None:
+    """``<sweep dir>/name`` inside a multirun job, else None (a single run has no sweep to collect)."""
+    return str(Path(HydraConfig.get().sweep.dir) / name) if in_multirun() else None
+
+
 def register_resolvers() -> None:
     """Idempotent, so every entry point and test may call it."""
-    if not OmegaConf.has_resolver("dnagpt.resources"):
-        OmegaConf.register_new_resolver("dnagpt.resources", resource_path)
+    for name, resolver in (("dnagpt.resources", resource_path), ("dnagpt.sweep_file", sweep_file)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
