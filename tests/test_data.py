@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import logging
 import shutil
@@ -13,14 +14,17 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dnagpt.data.corpus import Corpus, plan_species
-from dnagpt.data.fasta import EncodedGenome, build_cache, iter_records, reverse_complement
-from dnagpt.data.pretrain import GenomeStreamDataset, PretrainDataModule, make_shards
-from dnagpt.data.samples import IGNORE_INDEX, SampleBuilder, SampleDraw, gc_fraction
-from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.data.fasta import EncodedGenome, build_cache, reverse_complement
+from dnagpt.data.pretrain import PretrainDataModule
+from dnagpt.data.pretrain_stream import PretrainStreamDataset, PretrainWindowDataset, heldout_windows, make_shards
+from dnagpt.data.samples import SampleBuilder, SampleDraw, gc_fraction
+from dnagpt.tokenizer import IGNORE_INDEX, KmerTokenizer
+from dnagpt.utils.errors import ConfigError, InputError, MissingFileError
 from dnagpt.utils.resolvers import register_resolvers, resource_path
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -148,37 +152,12 @@ def test_plain_and_gzip_corpora_give_the_same_windows(tiny_corpus, tok, tmp_path
 
 
 # ----- bad input --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("content", "match"),
-    [
-        (">r1\nACGT\n>r2\n\n>r3\nAC\n", r"record 'r2' \(record 2\) is empty"),
-        ("just some text\nnot a genome\n", "not a FASTA file"),
-        (">r1\nACGT\n>r1\nAC\n", "duplicate record name 'r1'"),
-        (">r1\nACGTACGTXX\n", r"record 'r1'.*invalid DNA character 'X' at position 8"),
-    ],
-)
-def test_bad_fasta_errors_name_file_and_record(tmp_path, tok, content, match):
-    path = tmp_path / "bad.fa"
-    path.write_text(content)
-    with pytest.raises(ValueError, match=match) as err:
-        build_cache(path, tmp_path / "c", tok)
-    assert "bad.fa" in str(err.value)
-    assert not list((tmp_path / "c").glob("bad-*/manifest.json"))  # no half cache left behind
-
-
-def test_truncated_gzip_is_an_error(tmp_path):
-    data = gzip.compress(b">r1\n" + b"ACGT" * 5000 + b"\n")
-    (tmp_path / "t.fa.gz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match=r"t\.fa\.gz: truncated gzip"):
-        list(iter_records(tmp_path / "t.fa.gz"))
-
-
 def test_all_n_genome_has_no_usable_window(tmp_path, tok):
     write_fasta(tmp_path / "g.fa", {"chrN": "N" * 5000, "chrn": "n" * 3000})
     corpus = {"name": "n", "root": str(tmp_path), "species": {"human": {"fasta": "g.fa"}}}
     with pytest.raises(ValueError, match=r"g\.fa, records chrN.*no usable window") as err:
         make_dm(corpus, tok, tmp_path)
-    assert "5% N" in str(err.value)
+    assert "5% N" in str(err.value) and isinstance(err.value, InputError)
 
 
 def test_window_longer_than_every_region(tmp_path, tok):
@@ -189,15 +168,33 @@ def test_window_longer_than_every_region(tmp_path, tok):
 
 
 def test_missing_files_name_each_file_and_the_download_command(tiny_corpus, tok, tmp_path):
-    corpus = {
-        **tiny_corpus,
-        "species": {**tiny_corpus["species"], "mouse": {"fasta": "mm.fa.gz"}, "cow": {"fasta": None}},
-    }
-    dm = PretrainDataModule(corpus, tok, block_size=BLOCK, batch_size=4, cache_dir=tmp_path / "c")
+    """Checked when the DataModule is built, before anything is encoded; the command is given for files with a url."""
+    mouse = {"fasta": "mm.fa.gz", "url": "https://example.org/mm.fa.gz"}
+    corpus = {**tiny_corpus, "species": {**tiny_corpus["species"], "mouse": mouse, "cow": {"fasta": None}}}
     with pytest.raises(FileNotFoundError) as err:
-        dm.prepare_data()
+        PretrainDataModule(corpus, tok, block_size=BLOCK, batch_size=4, cache_dir=tmp_path / "c")
     msg = str(err.value)
-    assert "mm.fa.gz" in msg and "cow" in msg and "python -m dnagpt.data.download corpus=tiny" in msg
+    assert "mm.fa.gz" in msg and "cow" in msg and "python download.py corpus=tiny" in msg
+    assert isinstance(err.value, MissingFileError) and "\n" not in msg  # one paragraph
+    assert f"corpus.species.mouse.fasta={tmp_path / 'mm.fa.gz'} does not exist" in msg
+    assert "corpus.species.cow.fasta is null" in msg
+
+
+def test_an_explicit_fasta_path_is_never_skipped(tok, tmp_path):
+    """``skip_missing`` (the bundled corpus) skips the species the corpus has no file for, never a path one typed."""
+    cfg = bundled_cfg()
+    cfg["species"]["human"]["fasta"] = "/x/typo.fa"
+    with pytest.raises(MissingFileError) as err:
+        PretrainDataModule(cfg, tok, block_size=128, batch_size=8, cache_dir=tmp_path)
+    msg = str(err.value)
+    assert msg.startswith("corpus bundled: corpus.species.human.fasta=/x/typo.fa does not exist; check the path")
+    assert "download" not in msg  # no url: nothing to fetch, the path is wrong
+
+
+def test_a_corpus_without_any_file_is_an_error(tmp_path, tok):
+    corpus = {"name": "none", "root": str(tmp_path), "skip_missing": True, "species": {"human": {"fasta": None}}}
+    with pytest.raises(ConfigError, match="corpus none: no species has a file"):
+        PretrainDataModule(corpus, tok, block_size=BLOCK, batch_size=4)
 
 
 def test_skip_missing_warns_and_skips(tiny_corpus, tok, tmp_path, caplog):
@@ -242,8 +239,44 @@ def test_batch_size_must_divide_world_size(tiny_corpus, tok, tmp_path):
     ],
 )
 def test_bad_corpus_config_names_the_key(tiny_corpus, tok, tmp_path, change, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as err:
         make_dm({**tiny_corpus, **change}, tok, tmp_path)
+    assert isinstance(err.value, ConfigError)  # reported as one paragraph, without a traceback
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"holdout": {"human": {"val": "chr2"}}}, r"holdout\.human\.val must be a list of records or regions"),
+        ({"holdout": {"human": {"val": [1.5]}}}, r"holdout\.human\.val: 1\.5 is not a record name or region"),
+        ({"holdout": {"human": ["chr2"]}}, r"holdout\.human must be a mapping"),
+        ({"species": ["human"]}, r"corpus tiny: species must be a mapping"),
+        ({"species": {"human": {"fasta": "human.fa", "weight": "heavy"}}, "holdout": {}}, r"weight must be a number"),
+        ({"n_policy": {"max_n_frac": "5%"}}, r"n_policy\.max_n_frac must be a number, got '5%'"),
+    ],
+)
+def test_mistyped_corpus_values_name_the_key(tiny_corpus, tok, tmp_path, change, match):
+    """Values of the wrong type: once silently misread (a string of regions read letter by letter) or a TypeError."""
+    with pytest.raises(ConfigError, match=match):
+        PretrainDataModule({**tiny_corpus, **change}, tok, block_size=BLOCK, batch_size=4, cache_dir=tmp_path)
+
+
+def test_an_unquoted_record_number_is_a_record_name(tiny_corpus):
+    corpus = Corpus.from_config({**tiny_corpus, "holdout": {"human": {"val": [21], "test": ["22:1-100"]}}})
+    assert corpus.species[0].val == ("21",) and corpus.species[0].test == ("22:1-100",)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"shard_windows": 0}, r"data\.shard_windows=0 must be >= 1"),
+        ({"num_workers": -1, "val_windows": 0}, r"data\.num_workers=-1 must be >= 0; data\.val_windows=0 must be >= 1"),
+        ({"reverse_prob": 2.0}, r"data\.reverse_prob must be in \[0, 1\], got 2\.0"),
+    ],
+)
+def test_bad_data_values_name_the_key(tiny_corpus, tok, tmp_path, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        PretrainDataModule(tiny_corpus, tok, block_size=BLOCK, batch_size=4, cache_dir=tmp_path, **kw)
 
 
 def test_block_too_small_for_prompts(tok):
@@ -258,7 +291,7 @@ def test_shards_are_disjoint_and_cover_everything(tiny_corpus, tok, tmp_path):
         rows = [tuple(r) for r in sp.shards.tolist()]
         assert len(rows) > 6
         for n_readers in (1, 2, 3, 4, 7):
-            parts = [GenomeStreamDataset.worker_shards(sp.shards, g, n_readers) for g in range(n_readers)]
+            parts = [PretrainStreamDataset.worker_shards(sp.shards, g, n_readers) for g in range(n_readers)]
             got = [tuple(r) for p in parts for r in p.tolist()]
             assert sorted(got) == sorted(rows) and len(set(got)) == len(rows)
         by_record = {}
@@ -373,6 +406,17 @@ def test_heldout_windows_are_fixed_and_inside_their_regions(tiny_corpus, tok, tm
     assert len(a.test_dataloader()) > 0
 
 
+def test_heldout_windows_without_the_datamodule(tiny_corpus, tok, tmp_path):
+    """The stream module picks the windows by itself; the DataModule only adds the error when there are none."""
+    dm = make_dm(tiny_corpus, tok, tmp_path, val_windows=6)
+    items = heldout_windows(dm._plans, dm.builder, "val", 6, dm.seed, dm.corpus.max_n_frac)
+    assert items == dm.heldout_dataset("val").items
+    direct = PretrainWindowDataset(dm._species, dm.builder, items)
+    assert batches_equal([direct[k] for k in range(len(direct))], [dm.heldout_dataset("val")[k] for k in range(6)])
+    no_regions = [dataclasses.replace(p, val=[]) for p in dm._plans]
+    assert heldout_windows(no_regions, dm.builder, "val", 6, dm.seed, dm.corpus.max_n_frac) == []
+
+
 def test_no_heldout_window_is_an_error(tiny_corpus, tok, tmp_path):
     corpus = {**tiny_corpus, "holdout": {"human": {"val": ["chr1:1-100"]}}}
     dm = make_dm(corpus, tok, tmp_path)
@@ -477,6 +521,14 @@ def test_corpus_configs_compose(conf_root, tok, tmp_path, corpus):
             "root",
             overrides=[f"corpus={corpus}", f"paths.data_dir={tmp_path / 'data'}", "data.num_workers=0"],
         )
+    if corpus != "bundled":  # not on disk here: building the DataModule names the files and the download command
+        with pytest.raises(InstantiationException) as err:
+            instantiate(cfg.data, tokenizer=tok)
+        assert isinstance(err.value.__cause__, FileNotFoundError)
+        assert f"python download.py corpus={corpus}" in str(err.value.__cause__)
+        for sp in Corpus.from_config(cfg.corpus).species:  # empty stand-ins: the rest of the config builds
+            sp.fasta.parent.mkdir(parents=True, exist_ok=True)
+            sp.fasta.touch()
     dm = instantiate(cfg.data, tokenizer=tok)
     assert dm.builder.block_size == 64 and dm.seed == 11
     assert dm.cache_dir == tmp_path / "data" / "cache" / "genomes"
@@ -486,10 +538,8 @@ def test_corpus_configs_compose(conf_root, tok, tmp_path, corpus):
         dm.setup("fit")
         assert len(dm.val_dataloader()) > 0 and len(dm.test_dataloader()) > 0
         assert {s.name for s in dm._species} == {sp.name for sp in dm.corpus.species} - {"zebrafish"}
-    else:  # not on disk here: the error names the files and the download command
+    else:
         assert all(sp.url.startswith("https://") for sp in dm.corpus.species)
-        with pytest.raises(FileNotFoundError, match=f"python -m dnagpt.data.download corpus={corpus}"):
-            dm.prepare_data()
 
 
 def test_bundled_files_match_their_checksums():

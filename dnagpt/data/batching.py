@@ -9,13 +9,14 @@ naming all three numbers, never a silently different batch.
 import functools
 from typing import Any
 
+from dnagpt.utils.errors import ConfigError
 from dnagpt.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
 
 
 def micro_batch_size(global_batch_size: int, world_size: int = 1, accumulate_grad_batches: int = 1) -> int:
-    """The per-device batch that makes ``global_batch_size`` per optimizer step; an error when it does not divide.
+    """The per-device batch that makes ``global_batch_size`` per optimizer step; a ConfigError when it does not divide.
 
     >>> micro_batch_size(64, world_size=8, accumulate_grad_batches=2)
     4
@@ -23,7 +24,7 @@ def micro_batch_size(global_batch_size: int, world_size: int = 1, accumulate_gra
     per_step = world_size * accumulate_grad_batches
     if global_batch_size % per_step:
         lower = global_batch_size - global_batch_size % per_step
-        raise ValueError(
+        raise ConfigError(
             f"data.batch_size={global_batch_size} (the global batch per optimizer step) must equal per-device "
             f"micro-batch × world size {world_size} (trainer.devices × trainer.num_nodes) × "
             f"trainer.accumulate_grad_batches={accumulate_grad_batches}, but {global_batch_size} is not divisible by "

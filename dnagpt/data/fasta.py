@@ -1,20 +1,24 @@
-"""FASTA access for the genome corpora: validated reading, an encoded cache, regions and the reverse
-complement.
+"""FASTA access for the genome corpora: validated reading, an encoded cache, regions and the reverse complement.
 
-Why an encoded cache: on this kind of machine (ENV_NOTES "pyfastx and data") random 3 kb windows come at about
-1,000/s from a ``.fa.gz`` through pyfastx, 130,000/s from plain FASTA and 1,000,000/s from a uint8 memmap. So
-each FASTA is streamed once with pyfastx (in ``prepare_data``) into one flat file of upper-case ``ACGTN``
-bytes, cleaned by the tokenizer (soft-masking removed, IUPAC codes -> ``N``, anything else a ``ValueError``),
-plus a small JSON manifest of record names, offsets and lengths. Workers then read windows with ``os.pread``:
-no parsing, no per-worker index. Positioned reads rather than a memmap, because a memmap's touched pages count
-in each worker's resident memory and grow towards the genome size over a long run, while ``pread`` copies only
-the window (the OS page cache still shares the file between processes); at about 10 windows per batch the few
-microseconds per read are negligible.
+Why an encoded cache: on a shared 2-core host, random 3 kb windows came at about 1,000/s from a ``.fa.gz`` through
+pyfastx, 130,000/s from plain FASTA and 1,000,000/s from a uint8 memmap. So each FASTA is streamed once with pyfastx (in
+``prepare_data``) into one flat file of upper-case ``ACGTN`` bytes, cleaned by the tokenizer (soft-masking removed,
+IUPAC codes -> ``N``, anything else an error), plus a small JSON manifest of record names, offsets and lengths. Workers
+then read windows with ``os.pread``: no parsing, no per-worker index. Positioned reads rather than a memmap, because a
+memmap's touched pages count in each worker's resident memory and grow towards the genome size over a long run, while
+``pread`` copies only the window (the OS page cache still shares the file between processes); at about 10 windows per
+batch the few microseconds per read are negligible.
 
-Records are read in file order with ``build_index=False``, so pyfastx writes no ``.fxi`` next to the source
-(which may be read-only). The cache is keyed by the file's resolved path, size and modification time: an
-edited or re-downloaded genome is re-encoded. pyfastx accepts a truncated gzip without complaint, so gzip
-files are checked for a complete end-of-stream first.
+Before pyfastx parses a file, :func:`check_fasta` streams it once in 1 MiB pieces (bounded memory, gunzipped on the
+fly) and refuses what pyfastx would read silently wrong or fail on obscurely, naming the file and the line: a cut or
+corrupt gzip, a ``.gz`` name on a file that is not gzip, a control byte anywhere (pyfastx, C code, ends a record at a
+NUL and drops the rest), text before the first ``>`` header, a header line without a name or not in UTF-8, a space,
+tab or non-ASCII byte inside a sequence line, a header with no sequence after it, an empty file. The letters
+themselves are the tokenizer's to judge.
+
+Records are read in file order with ``build_index=False``, so pyfastx writes no ``.fxi`` next to the source (which may
+be read-only). The cache is keyed by the file's resolved path, size and modification time: an edited or re-downloaded
+genome is re-encoded.
 """
 
 from __future__ import annotations
@@ -35,19 +39,13 @@ from typing import BinaryIO, Protocol
 import numpy as np
 import pyfastx
 
-__all__ = [
-    "EncodedGenome",
-    "Region",
-    "build_cache",
-    "check_gzip_complete",
-    "iter_records",
-    "parse_region",
-    "reverse_complement",
-]
+from dnagpt.utils.errors import ConfigError, InputError, MissingFileError
+
+__all__ = ["EncodedGenome", "Region", "build_cache", "check_fasta", "iter_records", "parse_region", "reverse_complement"]
 
 log = logging.getLogger(__name__)
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: files are checked by check_fasta first (a NUL byte no longer cuts a record short)
 _CHUNK_BP = 1 << 24  # records are cleaned in 16 Mb pieces: bounded temporary memory for any chromosome
 N_BYTE = ord("N")
 
@@ -61,18 +59,7 @@ class DnaCleaner(Protocol):
 # ----- reverse complement -----------------------------------------------------------------------------------
 def _complement_table() -> np.ndarray:
     lut = np.arange(256, dtype=np.uint8)
-    pairs = [
-        "AT",
-        "CG",
-        "NN",
-        "RY",
-        "KM",
-        "SS",
-        "WW",
-        "BV",
-        "DH",
-    ]  # IUPAC complements; S, W and N are their own
-    for a, b in pairs:
+    for a, b in ("AT", "CG", "NN", "RY", "KM", "SS", "WW", "BV", "DH"):  # IUPAC complements; S, W and N are their own
         for x, y in ((a, b), (a.lower(), b.lower())):
             lut[ord(x)], lut[ord(y)] = ord(y), ord(x)
     return lut
@@ -97,56 +84,208 @@ def reverse_complement(seq: str | bytes | np.ndarray) -> str | bytes | np.ndarra
 
 
 # ----- reading ----------------------------------------------------------------------------------------------
-def check_gzip_complete(path: str | Path) -> None:
-    """Raise a ValueError if a gzip file is cut short or corrupt (every member must reach its end-of-stream).
+_PIECE = 1 << 20  # bytes read, and at most gunzipped, per step of check_fasta: bounded memory for any file
+_MAX_HEADER = 1 << 20  # a longer '>' line is no header: the one thing check_fasta holds beyond a piece
+_GZIP_MAGIC = b"\x1f\x8b"
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control bytes, but tab and the line ends
+_NOT_IN_SEQUENCE = re.compile(rb"[\x00-\x09\x0b\x0c\x0e-\x20\x7f-\xff]")  # control, tab, space, not ASCII
+_IN_SEQUENCE = bytes(b for b in range(256) if not _NOT_IN_SEQUENCE.match(bytes([b])))  # bytes.translate deletes these
+_NOT_BLANK = re.compile(rb"[^\r\n]")
 
-    Streams the file once with bounded memory; multi-member files (bgzip) are accepted. Plain files pass
-    untouched.
+
+def _pieces(path: Path) -> Iterator[bytes]:
+    """The file's content in pieces of at most 1 MiB, gunzipped when it is gzip (every member read to its end).
+
+    pyfastx accepts a cut gzip without complaint and reads a ``.gz`` that is not gzip as plain text, so both are refused
+    here. Multi-member files (bgzip) are accepted.
     """
-    path = Path(path)
     with open(path, "rb") as fh:
-        if fh.read(2) != b"\x1f\x8b":
-            return
+        magic = fh.read(2)
         fh.seek(0)
+        if magic != _GZIP_MAGIC:
+            if magic and path.suffix == ".gz":
+                raise InputError("the name ends in .gz but the file is not gzip-compressed; compress it or rename it", path)
+            while piece := fh.read(_PIECE):
+                yield piece
+            return
         d = zlib.decompressobj(wbits=31)
         try:
-            while chunk := fh.read(1 << 20):
-                while chunk:
-                    d.decompress(chunk)
-                    chunk = d.unused_data
-                    if d.eof and chunk:  # next gzip member
+            while data := fh.read(_PIECE):
+                while data:
+                    if d.eof:  # the next gzip member
                         d = zlib.decompressobj(wbits=31)
+                    if piece := d.decompress(data, _PIECE):
+                        yield piece
+                    data = d.unconsumed_tail or d.unused_data
         except zlib.error as err:
-            raise ValueError(f"{path}: corrupt gzip data ({err}); download the file again") from None
+            raise InputError(f"corrupt gzip data ({err}); download the file again", path) from None
         if not d.eof:
-            raise ValueError(f"{path}: truncated gzip file (no end-of-stream marker); download the file again")
+            raise InputError("truncated gzip file (no end-of-stream marker); download the file again", path)
+
+
+_BINARY = "a FASTA file is text (is this file binary or corrupt?)"
+
+
+def _describe(byte: int) -> str:
+    """A byte as an error message names it."""
+    if byte in b" \t":
+        return "a space" if byte == 0x20 else "a tab"
+    if byte < 0x20 or byte == 0x7F:
+        return f"control byte 0x{byte:02x}"
+    return f"non-ASCII byte 0x{byte:02x}" if byte >= 0x80 else repr(chr(byte))
+
+
+def _in_sequence_line(byte: int) -> str:
+    """The error for a byte no sequence line may hold, with what is allowed."""
+    if byte in b" \t":
+        why = "only a '>' header line may hold spaces or tabs"
+    else:
+        why = "bases are ASCII letters" if byte >= 0x80 else _BINARY
+    return f"{_describe(byte)} inside a sequence line: {why}"
+
+
+class _LineCheck:
+    """The line-level checks of :func:`check_fasta` on a stream of pieces.
+
+    Between pieces it keeps the line number reached, whether the next piece continues a sequence line, and an
+    unfinished header line (carried whole, so a header cut between two pieces is checked as one line). Line numbers
+    are counted only up to the positions that need one (headers, errors), once per byte.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.line = 1  # the line of the first byte not yet consumed
+        self.in_sequence_line = False  # the next piece starts inside a sequence line
+        self.header = b""  # an unfinished header line, completed by the next piece
+        self.size = 0
+        self.records = 0
+        self.unfilled: tuple[int, bytes] | None = None  # (line, name) of the last header while no base followed it
+        self._buf, self._at, self._at_line = b"", 0, 1
+
+    def _line_of(self, pos: int) -> int:
+        """The line of ``self._buf[pos]``; positions asked for only increase within one buffer."""
+        self._at_line += self._buf.count(b"\n", self._at, pos)
+        self._at = pos
+        return self._at_line
+
+    def _error(self, message: str, pos: int) -> InputError:
+        return InputError(message, self.path, self._line_of(pos))
+
+    def feed(self, piece: bytes) -> None:
+        self.size += len(piece)
+        buf = self._buf = self.header + piece
+        self._at, self._at_line = 0, self.line
+        pos, at_line_start = 0, not self.in_sequence_line
+        self.header = b""
+        while pos < len(buf):
+            if at_line_start and buf[pos] == 0x3E:  # '>'
+                end = buf.find(b"\n", pos)
+                if end < 0:
+                    if len(buf) - pos > _MAX_HEADER:
+                        raise self._error(f"a '>' line longer than {_MAX_HEADER:,} bytes: is this a FASTA file?", pos)
+                    self.header = buf[pos:]
+                    break
+                self._header(pos, end)
+                pos = end + 1
+                continue
+            end = self._next_header(pos)
+            self._sequence(pos, end)
+            pos, at_line_start = end, True
+        self.line = self._line_of(pos)
+        if buf:
+            self.in_sequence_line = not self.header and buf[-1] != 0x0A
+
+    def _next_header(self, pos: int) -> int:
+        """Where the first header line after ``pos`` starts (the buffer's end if none does).
+
+        A '>' at a line start, found with a byte search: a 2-byte pattern search is 3x slower on sequence.
+        """
+        buf = self._buf
+        i = buf.find(b">", pos + 1)
+        while i > 0 and buf[i - 1] != 0x0A:  # a '>' inside a sequence line: the tokenizer will refuse it
+            i = buf.find(b">", i + 1)
+        return len(buf) if i < 0 else i
+
+    def _header(self, start: int, end: int) -> None:
+        line = self._buf[start:end].removesuffix(b"\r")
+        if self.unfilled is not None:
+            raise self._unfilled_error()
+        if m := _CONTROL.search(line):
+            raise self._error(f"{_describe(m[0][0])} in a header line: {_BINARY}", start)
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise self._error(
+                f"the header line is not UTF-8 text (byte 0x{line[err.start]:02x} at column {err.start + 1})", start
+            ) from None
+        if line[1:2] in (b"", b" ", b"\t"):
+            raise self._error("a '>' header line without a record name (the name follows '>' directly)", start)
+        self.records += 1
+        self.unfilled = (self._line_of(start), line[1:].split(maxsplit=1)[0])
+
+    def _sequence(self, start: int, end: int) -> None:
+        buf = self._buf
+        if self.records == 0:  # before the first header: blank lines only
+            if m := _NOT_BLANK.search(buf, start, end):
+                raise self._error(
+                    f"not a FASTA file: {_describe(m[0][0])} before the first '>' header line (FASTA is text that "
+                    "starts with a '>name' line)",
+                    m.start(),
+                )
+            return
+        if buf[start:end].translate(None, _IN_SEQUENCE) and (m := _NOT_IN_SEQUENCE.search(buf, start, end)):
+            raise self._error(_in_sequence_line(m[0][0]), m.start())
+        if self.unfilled is not None and _NOT_BLANK.search(buf, start, end):
+            self.unfilled = None
+
+    def _unfilled_error(self) -> InputError:
+        line, name = self.unfilled
+        return InputError(
+            f"record {name.decode()!r} (record {self.records}) is empty: its '>' header line has no sequence after it",
+            self.path,
+            line,
+        )
+
+    def finish(self) -> None:
+        """The checks only the end of the file can settle: a last header, a record without sequence, no record."""
+        if self.header:
+            self.feed(b"\n")
+        if self.unfilled is not None:
+            raise self._unfilled_error()
+        if self.records == 0:
+            raise InputError(
+                "empty file: no FASTA record" if self.size == 0 else "no FASTA record (blank lines only)", self.path
+            )
+
+
+def check_fasta(path: str | Path) -> None:
+    """Raise an InputError naming the file and line of the first thing pyfastx would read wrong (module docstring).
+
+    One streaming pass in 1 MiB pieces: memory stays bounded (a piece and one header line) whatever the genome size.
+    """
+    path = Path(path)
+    lines = _LineCheck(path)
+    for piece in _pieces(path):
+        lines.feed(piece)
+    lines.finish()
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[str, str]]:
-    """``(name, sequence)`` of each record in file order, rejecting what pyfastx would read silently wrong.
-
-    Errors name the file and record: not FASTA, truncated gzip, empty record, duplicate record name.
-    """
+    """``(name, sequence)`` of each record in file order, once :func:`check_fasta` passed; names must be unique."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"FASTA file not found: {path}")
-    check_gzip_complete(path)
+        raise MissingFileError(f"FASTA file not found: {path}")
+    check_fasta(path)
     try:
         reader = pyfastx.Fasta(str(path), build_index=False)
     except RuntimeError as err:
-        raise ValueError(f"{path}: not a FASTA file (plain or gzip): {err}") from None
+        raise InputError(f"not a FASTA file (plain or gzip): {err}", path) from None
     seen: set[str] = set()
-    n = 0
-    for name, seq in reader:
-        n += 1
+    for n, (name, seq) in enumerate(reader, 1):
         if name in seen:
-            raise ValueError(f"{path}: duplicate record name {name!r} (record {n}); names must be unique")
-        if not seq:
-            raise ValueError(f"{path}: record {name!r} (record {n}) is empty")
+            raise InputError(f"duplicate record name {name!r} (record {n}); names must be unique", path)
         seen.add(name)
         yield name, seq
-    if n == 0:
-        raise ValueError(f"{path}: no FASTA record found")
 
 
 # ----- encoded cache ----------------------------------------------------------------------------------------
@@ -191,7 +330,7 @@ def build_cache(fasta: str | Path, cache_root: str | Path, cleaner: DnaCleaner) 
                     try:
                         clean = cleaner.clean(seq[start : start + _CHUNK_BP])
                     except ValueError as err:
-                        raise ValueError(f"{fasta}: record {name!r}, piece starting at base {start}: {err}") from None
+                        raise InputError(f"record {name!r}, piece starting at base {start}: {err}", fasta) from None
                     n_count += int(np.count_nonzero(clean == N_BYTE))
                     fh.write(clean.tobytes())
                 records.append({"name": name, "offset": offset, "length": len(seq), "n_count": n_count})
@@ -220,7 +359,7 @@ class EncodedGenome:
         self.cache_dir = Path(cache_dir)
         manifest_path = self.cache_dir / "manifest.json"
         if not manifest_path.is_file():
-            raise FileNotFoundError(f"no encoded genome at {self.cache_dir} (prepare_data() builds it)")
+            raise MissingFileError(f"no encoded genome at {self.cache_dir} (prepare_data() builds it)")
         manifest = json.loads(manifest_path.read_text())
         self.source: str = manifest["source"]
         recs = manifest["records"]
@@ -235,11 +374,12 @@ class EncodedGenome:
         return {**self.__dict__, "_fh": None}
 
     def record_index(self, name: str) -> int:
+        """The index of record ``name``; an InputError listing the first records when there is none."""
         try:
             return self._index[name]
         except KeyError:
             shown = ", ".join(self.names[:10]) + (", ..." if len(self.names) > 10 else "")
-            raise ValueError(f"{self.source}: no record named {name!r} (records: {shown})") from None
+            raise InputError(f"no record named {name!r} (records: {shown})", self.source) from None
 
     def window(self, record: int, start: int, end: int) -> np.ndarray:
         """Bytes ``[start, end)`` of a record (a read-only array)."""
@@ -270,21 +410,21 @@ _REGION_RE = re.compile(r"^(?P<name>.+):(?P<start>[\d,]+)-(?P<end>[\d,]+)$")
 def parse_region(text: str, genome: EncodedGenome, where: str) -> Region:
     """A whole record name, or ``name:start-end`` (1-based, inclusive, as samtools writes regions).
 
-    ``where`` names the config entry in error messages.
+    ``where`` names the config entry in the ConfigError a bad region raises.
     """
     if text in genome._index:
         i = genome._index[text]
         return Region(i, 0, int(genome.lengths[i]))
     m = _REGION_RE.match(text)
     if m is None:
-        raise ValueError(f"{where}: {text!r} is neither a record of {genome.source} nor a region name:start-end")
+        raise ConfigError(f"{where}: {text!r} is neither a record of {genome.source} nor a region name:start-end")
     name = m["name"]
     start, end = int(m["start"].replace(",", "")), int(m["end"].replace(",", ""))
     try:
         i = genome.record_index(name)
-    except ValueError as err:
-        raise ValueError(f"{where}: region {text!r}: {err}") from None
+    except InputError as err:
+        raise ConfigError(f"{where}: region {text!r}: {err}") from None
     length = int(genome.lengths[i])
     if not 1 <= start <= end <= length:
-        raise ValueError(f"{where}: region {text!r} is outside record {name!r} (1-{length}, 1-based inclusive)")
+        raise ConfigError(f"{where}: region {text!r} is outside record {name!r} (1-{length}, 1-based inclusive)")
     return Region(i, start - 1, end)

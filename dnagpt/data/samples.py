@@ -1,5 +1,4 @@
-"""The multi-task pre-training sentence built from one genome window (layout in
-``docs/pretraining_samples.md``).
+"""The multi-task pre-training sentence built from one genome window (layout in ``docs/pretraining_samples.md``).
 
 Token coordinates, ``T = block_size - gc_prompts`` tokens; each ``<M>`` is followed by one inserted value, so
 the model's expanded length ``T + gc_prompts`` equals ``block_size``::
@@ -27,10 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnagpt.data.fasta import reverse_complement
+from dnagpt.tokenizer import IGNORE_INDEX
+from dnagpt.utils.errors import ConfigError
 
-__all__ = ["IGNORE_INDEX", "SampleBuilder", "SampleDraw", "gc_fraction"]
+__all__ = ["SampleBuilder", "SampleDraw", "gc_fraction"]
 
-IGNORE_INDEX = -100
 _K = 6
 _G, _C, _N = ord("G"), ord("C"), ord("N")
 
@@ -68,9 +68,11 @@ class SampleBuilder:
         rc_augment: bool = False,
     ) -> None:
         if not 0.0 <= reverse_prob <= 1.0:
-            raise ValueError(f"reverse_prob must be in [0, 1], got {reverse_prob}")
+            raise ConfigError(f"data.reverse_prob must be in [0, 1], got {reverse_prob}")
         if gc_prompts < 0 or min_segment_tokens < 1:
-            raise ValueError(f"need gc_prompts >= 0 and min_segment_tokens >= 1, got {gc_prompts}, {min_segment_tokens}")
+            raise ConfigError(
+                f"need data.gc_prompts >= 0 and data.min_segment_tokens >= 1, got {gc_prompts}, {min_segment_tokens}"
+            )
         self.tok = tokenizer
         self.block_size = block_size
         self.reverse_prob = reverse_prob
@@ -81,7 +83,7 @@ class SampleBuilder:
         # slack: DNA tokens left once every segment has its minimum; the cuts spread it at random
         self._slack = self.n_dna - (gc_prompts + 1) * min_segment_tokens
         if self._slack < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"block_size {block_size} is too small for {gc_prompts} GC prompts with at least "
                 f"{min_segment_tokens} DNA tokens per segment (needs block_size >= "
                 f"{3 + 2 * gc_prompts + (gc_prompts + 1) * min_segment_tokens})"
