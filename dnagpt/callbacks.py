@@ -7,18 +7,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 
-matplotlib.use("Agg")  # no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
-from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint  # noqa: E402
-from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
-
-from dnagpt.checkpointing import validation_follows  # noqa: E402
-from dnagpt.utils.pylogger import RankedLogger  # noqa: E402
+from dnagpt.lightning_internals import end_run_at_current_step, save_last, validation_follows
+from dnagpt.utils.plots import save_figure, subplots
+from dnagpt.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
 
@@ -31,9 +28,11 @@ class LossCurvePlot(Callback):
     logs are simply absent from the picture.
     """
 
-    DEFAULT_PANELS = {
+    DEFAULT_PANELS = {  # one set for every task: each run shows the panels whose keys it logs
         "loss": ["train/loss", "val/loss"],
         "token loss (nats)": ["train/token_loss", "val/token_loss", "val/order0_ce"],
+        "validation AUROC": ["val/auroc"],
+        "validation R²": ["val/r2", "val/pearson_r2"],
     }
 
     def __init__(self, path: str | Path, panels: dict[str, list[str]] | None = None) -> None:
@@ -66,7 +65,7 @@ class LossCurvePlot(Callback):
         panels = {t: keys for t, keys in panels.items() if keys}
         if not panels:
             return
-        fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), dpi=120, squeeze=False)
+        fig, axes = subplots(1, len(panels), figsize=(6.5 * len(panels), 4), dpi=120, squeeze=False)
         for ax, (title, keys) in zip(axes[0], panels.items(), strict=True):
             for key in keys:
                 steps, values = (np.asarray(v) for v in zip(*self.series[key], strict=True))
@@ -83,10 +82,7 @@ class LossCurvePlot(Callback):
             ax.set_xlabel("optimizer step")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(self.path)
-        plt.close(fig)
+        save_figure(fig, self.path)
 
 
 class Order0Baseline(Callback):
@@ -192,7 +188,7 @@ class PreemptionCheckpoint(Checkpoint):
         if not trainer.strategy.reduce_boolean_decision(self._received is not None, all=False):
             return
         self.preempted_at = trainer.global_step
-        trainer.fit_loop.epoch_loop.max_steps = trainer.global_step  # end here, as an uninterrupted run would at max_steps
+        end_run_at_current_step(trainer)  # as an uninterrupted run would at max_steps
         if not validation_follows(trainer):
             self._checkpoint(trainer)
 
@@ -215,7 +211,7 @@ class PreemptionCheckpoint(Checkpoint):
         state (an ended epoch, which a map-style loader would not resume mid-way)."""
         ckpt = trainer.checkpoint_callback
         if isinstance(ckpt, ModelCheckpoint) and ckpt.save_last is True and not ckpt.save_weights_only:
-            ckpt._save_last_checkpoint(trainer, ckpt._monitor_candidates(trainer))
+            save_last(ckpt, trainer)
             return Path(ckpt.last_model_path)
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(path, weights_only=False)

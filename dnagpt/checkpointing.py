@@ -1,14 +1,17 @@
-"""Checkpoints that survive being killed: atomic writes, validation before a resume, and what an exact resume needs.
+"""Checkpoints: the one place that knows their format, reads them, writes them atomically and picks the one to resume.
 
+- ``read_checkpoint`` reads a file once (memory-mapped) and returns a :class:`Checkpoint` with everything a caller needs
+  (weights, model config, tokenizer, step, W&B run id), or says in one paragraph why the file is not usable: missing,
+  truncated, not ours, a directory where a resume needs a file. ``ckpt_path=`` and ``init_from=`` both go through it.
+  ``CKPT_KEY`` is our entry in a Lightning checkpoint (tokenizer spec, model config, W&B run id, skipped batches).
+- ``resolve_checkpoint`` is what ``ckpt_path=`` means: ``auto`` is ``find_resume_checkpoint``, ``last.ckpt`` when it is
+  sound, else the valid checkpoint with the highest ``global_step`` in the same directory.
 - ``AtomicCheckpointIO`` (every trainer config's ``plugins``) writes each checkpoint to ``.<name>.partial`` beside its
   target, fsyncs it and renames it over the target, so a kill during a save leaves the previous ``last.ckpt`` whole.
   Lightning's own writer goes through an fsspec transaction whose temporary file lives in the system temp directory:
   renaming it into the run directory is a copy (not atomic) whenever the two are on different filesystems, and nothing
   is fsynced. A kill mid-save can still leave one ``.<name>.partial`` behind; it is never read and the next save of that
   name replaces it.
-- ``check_checkpoint`` loads a file (memory-mapped, so only the pickled structure is read) and says why it is not a
-  checkpoint of ours; ``find_resume_checkpoint`` is what ``ckpt_path=auto`` resumes from: ``last.ckpt`` when it is sound,
-  else the valid checkpoint with the highest ``global_step`` in the same directory.
 - ``ExactResume`` (a default callback) restores what Lightning does not checkpoint. The RNG: torch is reseeded at every
   training batch from ``(seed, rank, global_step, batch_idx)``. A saved generator state would not do: validation and the
   re-created DataLoader draw from the global generator between the save and the next batch, differently in a resumed
@@ -17,10 +20,11 @@
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,17 +35,16 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 from torchmetrics import Metric
 
-from dnagpt.tasks.base import CKPT_KEY
+from dnagpt.lightning_internals import defer_save_to_validation_end, step_trigger, validation_follows
+from dnagpt.model.pretrained import from_pretrained
+from dnagpt.utils.errors import CheckpointError, MissingFileError
 from dnagpt.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
 
+CKPT_KEY = "dnagpt"  # our entry in a Lightning checkpoint
 LAST = "last.ckpt"
 METRICS_KEY, METRIC_STATES_KEY = "callback_metrics", "metric_states"  # ExactResume's entries in a checkpoint
-
-
-class CorruptCheckpointError(ValueError):
-    """A checkpoint file that is truncated, not a checkpoint, or not one of this project."""
 
 
 @contextmanager
@@ -81,79 +84,130 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def _load(path: Path) -> Any:
+    """Memory-mapped (only the pickled structure is read); a legacy (non-zip) ``.pth`` cannot be mapped and is read whole."""
     try:
         return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except RuntimeError as err:
-        if "mmap" not in str(err):  # only zip-format files can be memory-mapped; a legacy .pth is read in full
+        if "mmap" not in str(err):
             raise
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def check_checkpoint(path: str | Path, lightning: bool = True) -> int | None:
-    """The ``global_step`` of a sound checkpoint of this project (``None`` when ``lightning=False`` accepts weights).
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a checkpoint holds, read and validated once by :func:`read_checkpoint`.
 
-    ``lightning=True`` (resuming) asks for a Lightning checkpoint with our ``dnagpt`` entry; ``lightning=False``
-    (evaluating) only asks that the file loads, since a released ``.pth`` or a ``save_pretrained`` directory is fine
-    there. Raises ``CorruptCheckpointError`` naming the file and the reason, never a bare pickle or zip traceback.
+    ``kind`` is ``lightning`` (a run of ours: resumable, brings its model config and tokenizer), ``release`` (a released
+    DNAGPT ``.pth``: weights only, described by the ``model`` and ``tokenizer`` groups) or ``pretrained`` (a
+    ``save_pretrained`` directory: weights, model config and tokenizer).
+    """
+
+    path: Path
+    kind: Literal["lightning", "release", "pretrained"]
+    state_dict: Mapping[str, Any]  # the network's weights: our names ("model." stripped) or the release's
+    model_cfg: dict | None = None
+    tokenizer_spec: dict | None = None
+    global_step: int | None = None
+    wandb_run_id: str | None = None
+
+    def describe(self, key: str | None) -> str:
+        """``init_from=PATH`` (the config key that named it) or the path alone."""
+        return f"{key}={self.path}" if key else str(self.path)
+
+
+def read_checkpoint(path: str | Path, key: str | None = None, resumable: bool = False) -> Checkpoint:
+    """Read ``path`` once and say plainly why it is not a usable checkpoint.
+
+    ``key`` (``ckpt_path``, ``init_from``) is the config key that named the file, put in front of every message.
+    ``resumable=True`` asks for a Lightning checkpoint of ours (a resume needs the optimizer, the step and the data
+    cursor); otherwise released ``.pth`` files and ``save_pretrained`` directories are accepted too. Raises
+    ``MissingFileError`` or ``CheckpointError``, never a bare pickle, zip or torch traceback.
     """
     path = Path(path)
+    name = f"{key}={path}" if key else str(path)
+    if not path.exists():
+        raise MissingFileError(
+            f"{name} does not exist (a Lightning .ckpt, a save_pretrained directory or a released .pth)"
+        )
     if path.is_dir():
-        if lightning:
-            raise CorruptCheckpointError(f"{path}: is a directory, not a checkpoint file")
-        return None
+        if resumable:
+            raise CheckpointError(f"{name}: is a directory, not a checkpoint file")
+        return _read_pretrained(path, name)
     try:
         ckpt = _load(path)
     except Exception as err:  # truncated zip, garbage, empty file: torch raises many types
         reason = str(err).strip().splitlines()[0] if str(err).strip() else "no detail"
-        raise CorruptCheckpointError(f"{path}: truncated or not a checkpoint ({type(err).__name__}: {reason})") from err
-    if not lightning:
+        raise CheckpointError(f"{name}: truncated or not a checkpoint ({type(err).__name__}: {reason})") from None
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{name}: not a checkpoint (the file holds a {type(ckpt).__name__}, not a dict)")
+    missing = [entry for entry in ("state_dict", "global_step", CKPT_KEY) if entry not in ckpt]
+    if not missing:
+        return lightning_checkpoint(ckpt, path)
+    if resumable:
+        raise CheckpointError(
+            f"{name}: not a checkpoint of this project (no {', '.join(missing)} entry); a resume needs a Lightning "
+            "checkpoint written by a run of ours; to start a new run from these weights use init_from="
+        )
+    weights = ckpt["model"] if isinstance(ckpt.get("model"), Mapping) else ckpt  # release: raw or {"model": ...}
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{name}: not a checkpoint (neither a Lightning checkpoint nor a state dict of tensors)")
+    return Checkpoint(path, "release", weights)
+
+
+def lightning_checkpoint(ckpt: Mapping[str, Any], path: Path) -> Checkpoint:
+    """The :class:`Checkpoint` of a loaded Lightning checkpoint dict of ours."""
+    ours = ckpt.get(CKPT_KEY) or {}
+    weights = {k.removeprefix("model."): v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
+    step = ckpt.get("global_step")
+    return Checkpoint(path, "lightning", weights, ours.get("model_cfg"), ours.get("tokenizer_spec"),
+                      None if step is None else int(step), ours.get("wandb_run_id"))  # fmt: skip
+
+
+def _read_pretrained(path: Path, name: str) -> Checkpoint:
+    try:
+        model, spec = from_pretrained(path)
+    except (ValueError, FileNotFoundError) as err:
+        raise CheckpointError(f"{name}: {err}") from None
+    return Checkpoint(path, "pretrained", model.state_dict(), model.config.to_dict(), spec)
+
+
+def resolve_checkpoint(ckpt_path: str | None, run_dir: str | Path, resumable: bool = True) -> Checkpoint | None:
+    """The checkpoint ``ckpt_path=`` names: ``auto`` is :func:`find_resume_checkpoint` of ``<run_dir>/checkpoints``
+    (``None``: start fresh), a path is read and checked (``resumable=False`` when evaluating: weights do)."""
+    if ckpt_path is None:
         return None
-    if not isinstance(ckpt, dict):
-        raise CorruptCheckpointError(f"{path}: not a Lightning checkpoint (it holds a {type(ckpt).__name__})")
-    missing = [key for key in ("state_dict", "global_step", CKPT_KEY) if key not in ckpt]
-    if missing:
-        raise CorruptCheckpointError(f"{path}: not a checkpoint of this project (no {', '.join(missing)} entry)")
-    return int(ckpt["global_step"])
+    if ckpt_path == "auto":
+        return find_resume_checkpoint(Path(run_dir) / "checkpoints")
+    return read_checkpoint(ckpt_path, key="ckpt_path", resumable=resumable)
 
 
-def find_resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
+def find_resume_checkpoint(ckpt_dir: str | Path) -> Checkpoint | None:
     """``last.ckpt`` of ``ckpt_dir`` when it is sound, else the sound ``*.ckpt`` with the highest ``global_step``
     (the newest file among equals); ``None`` when there is none. Every file passed over is logged with its reason."""
     ckpt_dir = Path(ckpt_dir)
     last = ckpt_dir / LAST
     if last.exists():
         try:
-            step = check_checkpoint(last)
-            log.info(f"ckpt_path=auto: resuming from {last} (step {step})")
-            return last
-        except CorruptCheckpointError as err:
+            ckpt = read_checkpoint(last, resumable=True)
+            log.info(f"ckpt_path=auto: resuming from {last} (step {ckpt.global_step})")
+            return ckpt
+        except CheckpointError as err:
             log.warning(f"ckpt_path=auto: {err}; looking for another checkpoint in {ckpt_dir}")
     found = []
     for path in sorted(ckpt_dir.glob("*.ckpt")):
         if path.name == LAST:
             continue
         try:
-            found.append((check_checkpoint(path), path.stat().st_mtime, path))
-        except CorruptCheckpointError as err:
+            ckpt = read_checkpoint(path, resumable=True)
+            found.append((ckpt.global_step, path.stat().st_mtime, str(path), ckpt))
+        except CheckpointError as err:
             log.warning(f"ckpt_path=auto: {err}; skipped")
     if not found:
         log.info(f"ckpt_path=auto: no sound checkpoint in {ckpt_dir}, starting fresh")
         return None
-    step, _, path = max(found)
-    log.warning(f"ckpt_path=auto: resuming from {path} (step {step}) instead of {last}")
-    return path
-
-
-def validation_follows(trainer: Trainer) -> bool:
-    """Whether Lightning validates right after the current training batch (its rule for batch-counted schedules, the
-    kind our configs use; a time-based ``val_check_interval`` counts as no)."""
-    every, n_epochs = trainer.val_check_batch, trainer.check_val_every_n_epoch
-    if not trainer.enable_validation or every is None or every == float("inf"):
-        return False
-    if n_epochs is not None and (trainer.current_epoch + 1) % n_epochs:
-        return False
-    loop = trainer.fit_loop.epoch_loop
-    return (loop.total_batch_idx if n_epochs is None else loop.batch_idx) % int(every) == int(every) - 1
+    step, _, _, ckpt = max(found, key=lambda f: f[:3])
+    log.warning(f"ckpt_path=auto: resuming from {ckpt.path} (step {step}) instead of {last}")
+    return ckpt
 
 
 class ModelCheckpoint(LightningModelCheckpoint):
@@ -167,10 +221,10 @@ class ModelCheckpoint(LightningModelCheckpoint):
     """
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
-        every = self._every_n_train_steps
+        every = step_trigger(self)
         if every >= 1 and trainer.global_step % every == 0 and trainer.check_val_every_n_epoch is None:
             if validation_follows(trainer):
-                self._defer_save_until_validation = True
+                defer_save_to_validation_end(self)
                 return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 

@@ -1,56 +1,68 @@
-"""Refuse a configuration that cannot run before anything heavy is built, in one paragraph naming the key(s), the value
-and what is allowed.
+"""Refuse a configuration that cannot run, in one paragraph naming the key(s), the value and what is allowed.
 
-``check_config(cfg)`` is the first thing ``pipeline.train`` and ``pipeline.evaluate`` do. Checks that belong to a
-component stay with it and are reused here by building the cheap objects once (the tokenizer, ``GPTConfig`` with its
-preset locks, the DataModule constructors, the corpus file check, the batch rule of ``dnagpt.data.batching``), their
-errors re-raised as ``ConfigError`` prefixed with the config group. What no single component can see is checked here: the
-task against its data and its metrics, ``init_from`` against ``ckpt_path``, the schedule against ``max_steps``, and the
-hardware (CUDA, FSDP). Hydra's own errors (unknown option or key, override syntax) come earlier and are already readable.
-The entry points print a ConfigError without a traceback (``dnagpt.utils.errors``); in-process callers get the exception.
+Two halves, both used by ``dnagpt.pipeline``:
+
+- ``check_config(cfg)`` runs first, on the config alone (nothing is built or read): values each component cannot see
+  whole (the trainer's numbers and hardware, the batch rule of ``dnagpt.data.batching``, the task against its data and
+  its metrics, ``init_from`` against ``ckpt_path``, the schedule against ``max_steps``, the optimiser's numbers).
+- ``instantiate_group(group, node)`` is how the pipeline builds every component, once: a constructor that refuses its
+  arguments (``ValueError``, ``TypeError``, ``KeyError``, ``FileNotFoundError``, Lightning's
+  ``MisconfigurationException``) becomes a ``ConfigError`` with the config group in front; an unknown keyword gets
+  the closest accepted names. Components keep their own checks (the tokenizer, ``GPTConfig`` with its preset locks,
+  the DataModules with their files), so each rule lives in one place.
+
+Hydra's own errors (unknown option or key, override syntax) come earlier and are already readable. The entry points print
+a ConfigError without a traceback (``dnagpt.utils.errors``); in-process callers get the exception.
 """
 
-from pathlib import Path
-from typing import Any, Literal, get_args
+import difflib
+import inspect
+import re
+from typing import Any, Literal
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dnagpt.data.batching import micro_batch_size
+from dnagpt.lightning_internals import precision_choices
 from dnagpt.utils.errors import ConfigError
 
-__all__ = ["ConfigError", "TASK_DATA", "check_config", "check_optimized_metric"]
+__all__ = ["ConfigError", "check_config", "check_optimized_metric", "instantiate_group", "named_group"]
 
 GPU_ACCELERATORS = ("gpu", "cuda")
 ACCELERATORS = ("auto", "cpu", *GPU_ACCELERATORS, "mps", "tpu")
-# exceptions a component raises for bad input (a bug raises something else, and keeps its traceback)
-INPUT_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)
-
-
-# the DataModule each task reads batches from (what it logs: its class's LOGGED_METRICS)
-TASK_DATA = {
-    "dnagpt.tasks.pretrain.PretrainTask": "dnagpt.data.pretrain.PretrainDataModule",
-    "dnagpt.tasks.gsr.GSRTask": "dnagpt.data.gsr.GSRDataModule",
-    "dnagpt.tasks.expression.ExpressionTask": "dnagpt.data.expression.ExpressionDataModule",
-    "dnagpt.tasks.genomes.GenomesTask": "dnagpt.data.genomes.GenomesDataModule",
-}
+# what a constructor raises for arguments it refuses (a bug raises something else, and keeps its traceback)
+BUILD_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, MisconfigurationException)
 
 
 def check_config(cfg: DictConfig, stage: Literal["train", "evaluate"] = "train") -> None:
     """Raise ``ConfigError`` for the first problem found; ``stage="evaluate"`` skips what only training reads (the
-    optimiser, the schedule, the model group, which a Lightning checkpoint overrides)."""
+    optimiser, the schedule, the metrics to monitor)."""
     _check_no_missing(cfg)
     _check_trainer(cfg)
     _check_batch(cfg)
     _check_task_and_data(cfg)
-    _check_paths(cfg, stage)
+    _check_paths(cfg)
     if stage == "train":
         _check_optimisation(cfg)
         _check_metrics(cfg)
-        _check_components(cfg)
+
+
+def instantiate_group(group: str, node: DictConfig, label: str | None = None, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node, **kwargs)``, with a refusal of the arguments turned into one ``ConfigError``
+    naming ``label`` (default: the group and its option, e.g. ``data=gsr``)."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if cause is not None and not isinstance(cause, BUILD_ERRORS):
+            raise
+        message = " ".join(str(cause if cause is not None else err).split())  # one paragraph
+        raise ConfigError(f"{label or named_group(group, node)}: {message}{_closest_keys(group, node, message)}") from None
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------------------
@@ -59,13 +71,32 @@ def _choice(group: str) -> str | None:
     return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
 
 
-def _named(group: str, node: Any) -> str:
+def named_group(group: str, node: Any) -> str:
+    """``model=tiny`` when Hydra composed the config, else the group and its class."""
     choice = _choice(group)
     return f"{group}={choice}" if choice else f"{group} ({OmegaConf.select(node, '_target_', default='?')})"
 
 
+def _closest_keys(group: str, node: DictConfig, message: str) -> str:
+    """For "unexpected keyword argument 'x'": the accepted argument names closest to x."""
+    m = re.search(r"unexpected keyword argument '(\w+)'", message)
+    target = OmegaConf.select(node, "_target_", default=None)
+    if m is None or target is None:
+        return ""
+    try:
+        params = inspect.signature(hydra.utils.get_object(target)).parameters
+    except (ValueError, TypeError, ImportError):
+        return ""
+    close = difflib.get_close_matches(m.group(1), [p for p in params if not p.startswith("_")], n=3)
+    return f" (did you mean {' or '.join(f'{group}.{c}' for c in close)}?)" if close else ""
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _int(cfg: DictConfig, key: str, minimum: int, what: str) -> int:
@@ -95,27 +126,66 @@ def _check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_steps={steps!r} must be a whole number of optimizer steps >= 1 (-1: by epochs)")
     _int(cfg, "trainer.num_nodes", 1, "machines")
     _int(cfg, "trainer.accumulate_grad_batches", 1, "micro-batches per optimizer step")
-    devices = t.get("devices")
-    if (_is_int(devices) and devices < 1 and devices != -1) or not isinstance(devices, int | str | ListConfig):
-        raise ConfigError(f"trainer.devices={devices!r} must be a count >= 1, -1 (all), 'auto' or a list of device ids")
-    interval = t.get("val_check_interval")
-    if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0):
+    _check_devices(t.get("devices"))
+    _check_val_check_interval(cfg)
+    clip = t.get("gradient_clip_val")
+    if clip is not None and (not _is_number(clip) or clip < 0):
         raise ConfigError(
-            f"trainer.val_check_interval={interval!r} must be a whole number of training batches >= 1 (or null)"
+            f"trainer.gradient_clip_val={clip!r} must be a number >= 0 (the largest gradient norm; 0 or null: no "
+            "clipping); a negative value would reverse the gradients"
         )
-    _check_precision(t.get("precision"))
-    _check_hardware(t)
-    _int(cfg, "seed", 0, "the random seed")
-
-
-def _check_precision(precision: Any) -> None:
-    from lightning.fabric.connector import _PRECISION_INPUT  # Lightning's own list of what it accepts
-
-    allowed = [v for literal in get_args(_PRECISION_INPUT) for v in get_args(literal)]
+    algorithm = t.get("gradient_clip_algorithm")
+    if algorithm not in (None, "norm", "value"):
+        raise ConfigError(f"trainer.gradient_clip_algorithm={algorithm!r} must be norm, value or null (norm)")
+    precision = t.get("precision")
+    allowed = precision_choices()
     if precision not in allowed:
         raise ConfigError(
             f"trainer.precision={precision!r} is not a Lightning precision; allowed: "
             f"{', '.join(map(str, allowed))} (bf16-mixed is the default; 32-true where bf16 is slow)"
+        )
+    _check_hardware(t)
+    _int(cfg, "seed", 0, "the random seed")
+
+
+def _check_devices(devices: Any) -> None:
+    """A count >= 1, -1 (all), 'auto', a list of device ids, or Lightning's string forms of those ("2", "0,1")."""
+    text = devices.strip() if isinstance(devices, str) else None
+    ok = (
+        (_is_int(devices) and (devices >= 1 or devices == -1))
+        or (isinstance(devices, ListConfig) and len(devices) > 0 and all(_is_int(d) and d >= 0 for d in devices))
+        or (text is not None and (text in ("auto", "-1") or re.fullmatch(r"\d+(\s*,\s*\d+)*,?", text) is not None))
+    )
+    if not ok or text == "0":
+        raise ConfigError(
+            f"trainer.devices={devices!r} must be a count >= 1, -1 (all), 'auto' or a list of device ids (e.g. [0,1])"
+        )
+
+
+def _check_val_check_interval(cfg: DictConfig) -> None:
+    """Our schedules count validations in training batches (an int); a fraction of an epoch only exists for epoch-based
+    runs (``trainer.max_steps=-1``), and then nothing may save by step at that fraction."""
+    t = cfg.trainer
+    interval = t.get("val_check_interval")
+    if interval is None or (_is_int(interval) and interval >= 1):
+        return
+    fraction = _is_number(interval) and 0 < interval <= 1
+    if not fraction:
+        raise ConfigError(
+            f"trainer.val_check_interval={interval!r} must be a whole number of training batches >= 1 (or null; a "
+            "fraction in (0, 1] of an epoch for epoch-based runs)"
+        )
+    if t.max_steps != -1:
+        raise ConfigError(
+            f"trainer.val_check_interval={interval!r} is a fraction of an epoch, but this run is step-based "
+            f"(trainer.max_steps={t.max_steps}; the pre-training stream has no epochs): give a whole number of training "
+            "batches, or make the run epoch-based with trainer.max_steps=-1 trainer.max_epochs=N"
+        )
+    every = OmegaConf.select(cfg, "callbacks.model_checkpoint.every_n_train_steps", default=None)
+    if every is not None and not _is_int(every):
+        raise ConfigError(
+            f"callbacks.model_checkpoint.every_n_train_steps={every!r} (from trainer.val_check_interval) must be a whole "
+            "number of steps or null: add callbacks.model_checkpoint.every_n_train_steps=null to save at each validation"
         )
 
 
@@ -146,8 +216,9 @@ def _world_size(t: DictConfig) -> int | None:
     devices = t.get("devices")
     if isinstance(devices, ListConfig):
         devices = len(devices)
-    if isinstance(devices, str) and devices.isdigit():
-        devices = int(devices)
+    if isinstance(devices, str):  # Lightning: "2" is a count, "0,1" and "1," are device ids
+        ids = [d for d in devices.replace(" ", "").split(",") if d]
+        devices = len(ids) if "," in devices else int(devices) if devices.strip().isdigit() else None
     return devices * t.num_nodes if _is_int(devices) and devices > 0 else None
 
 
@@ -162,60 +233,57 @@ def _check_batch(cfg: DictConfig) -> None:
             raise ConfigError(str(err)) from None
 
 
+def _class(node: DictConfig, group: str) -> type | None:
+    target = OmegaConf.select(node, "_target_", default=None)
+    if target is None:
+        return None
+    try:
+        return hydra.utils.get_class(target)
+    except Exception:  # Hydra's own message for a target it cannot import
+        raise ConfigError(f"{named_group(group, node)}: _target_={target} is not an importable class") from None
+
+
 def _check_task_and_data(cfg: DictConfig) -> None:
-    expected = TASK_DATA.get(OmegaConf.select(cfg, "task._target_", default=""))
-    data = OmegaConf.select(cfg, "data._target_", default="")
-    if expected is not None and data != expected:
+    task_cls, data_cls = _class(cfg.task, "task"), _class(cfg.data, "data")
+    expected = getattr(task_cls, "DATA_MODULE", None)
+    if expected is not None and data_cls is not None and not issubclass(data_cls, expected):
         task = _choice("task")
         raise ConfigError(
-            f"{_named('task', cfg.task)} reads batches of {expected}, but {_named('data', cfg.data)} builds {data}: "
-            f"drop the data= override (each task picks its own data{f', data={task}' if task else ''})"
+            f"{named_group('task', cfg.task)} reads batches of {expected.__module__}.{expected.__name__}, but "
+            f"{named_group('data', cfg.data)} builds {data_cls.__module__}.{data_cls.__name__}: drop the data= override "
+            f"(each task picks its own data{f', data={task}' if task else ''})"
         )
 
 
-def _check_paths(cfg: DictConfig, stage: str) -> None:
+def _check_paths(cfg: DictConfig) -> None:
+    """Only what no single file check sees; the files themselves are read (once) by ``dnagpt.checkpointing``."""
     init_from, ckpt_path = cfg.get("init_from"), cfg.get("ckpt_path")
     if init_from and ckpt_path:
         raise ConfigError(
             f"init_from={init_from} (weights only) and ckpt_path={ckpt_path} (full resume) are both set; choose one: "
             "init_from=PATH to start a new run from weights, ckpt_path=PATH|auto to continue a run"
         )
-    if init_from and not Path(init_from).exists():
-        raise ConfigError(f"init_from={init_from} does not exist (a .ckpt, a save_pretrained directory or a released .pth)")
-    if ckpt_path and ckpt_path != "auto" and not Path(ckpt_path).exists():
-        resume = " (ckpt_path=auto resumes only if <run dir>/checkpoints/last.ckpt exists)" if stage == "train" else ""
-        raise ConfigError(f"ckpt_path={ckpt_path} does not exist{resume}")
-    for key, path in _data_files(cfg):
-        if not path or not Path(str(path)).is_file():
-            raise ConfigError(f"{key}={path} is not a file ({_named('data', cfg.data)}; see its config for the sources)")
-    if OmegaConf.select(cfg, "data._target_") == TASK_DATA["dnagpt.tasks.pretrain.PretrainTask"]:
-        from dnagpt.data.corpus import Corpus
-
-        try:
-            corpus = Corpus.from_config(cfg.data.corpus)
-            if not corpus.skip_missing:  # a skipping corpus warns per missing file when the data is prepared
-                corpus.available_species()
-        except INPUT_ERRORS as err:
-            raise ConfigError(f"{_named('corpus', cfg.data.corpus)}: {err}") from None
-
-
-def _data_files(cfg: DictConfig) -> list[tuple[str, Any]]:
-    """The input files the data config names, as (key, path); each DataModule reads them only in ``setup``."""
-    data = cfg.data
-    target = data.get("_target_", "")
-    if target == "dnagpt.data.gsr.GSRDataModule":
-        return [(f"data.files.{s}", data.files.get(s)) for s in data.signals if s in data.files]
-    if target == "dnagpt.data.expression.ExpressionDataModule":
-        return [("data.path", data.path)]
-    if target == "dnagpt.data.genomes.GenomesDataModule":
-        return [("data.vcf", data.vcf)] if data.get("vcf") else [("data.hapt", data.hapt), ("data.legend", data.legend)]
-    return []
 
 
 def _check_optimisation(cfg: DictConfig) -> None:
-    lr = OmegaConf.select(cfg, "task.optimizer.lr")
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
+    opt = cfg.task.get("optimizer") or {}
+    lr = opt.get("lr")
+    if not _is_number(lr) or lr <= 0:
         raise ConfigError(f"task.optimizer.lr={lr!r} must be a number > 0 (the peak learning rate)")
+    decay = opt.get("weight_decay", 0.0)
+    if not _is_number(decay) or decay < 0:
+        raise ConfigError(f"task.optimizer.weight_decay={decay!r} must be a number >= 0 (0: no decay)")
+    betas = opt.get("betas")
+    if betas is not None and (
+        not isinstance(betas, ListConfig) or len(betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in betas)
+    ):
+        raise ConfigError(
+            f"task.optimizer.betas={OmegaConf.to_container(betas) if isinstance(betas, ListConfig) else betas!r} must "
+            "be two numbers in [0, 1): the decay rates of Adam's first and second moments, e.g. [0.9, 0.95]"
+        )
+    mode = cfg.task.get("mode")
+    if mode not in ("min", "max"):
+        raise ConfigError(f"task.mode={mode!r} must be min or max (whether a lower or a higher task.monitor is better)")
     t = cfg.trainer
     if t.get("fast_dev_run") or t.max_steps == -1:
         return  # one batch, or epochs: no step budget to compare with
@@ -240,7 +308,7 @@ def _check_optimisation(cfg: DictConfig) -> None:
 
 def _logged_metrics(cfg: DictConfig) -> tuple[str, frozenset[str]]:
     """The task class's name and the metrics it declares (empty for a task of the user's own that declares none)."""
-    task_cls = hydra.utils.get_class(cfg.task._target_)
+    task_cls = _class(cfg.task, "task")
     return task_cls.__name__, getattr(task_cls, "LOGGED_METRICS", frozenset())
 
 
@@ -253,7 +321,7 @@ def check_optimized_metric(cfg: DictConfig) -> None:
     task, logged = _logged_metrics(cfg)
     if logged and name not in logged:
         raise ConfigError(
-            f"optimized_metric={name!r} is not logged by {task} ({_named('task', cfg.task)}); it logs: "
+            f"optimized_metric={name!r} is not logged by {task} ({named_group('task', cfg.task)}); it logs: "
             f"{', '.join(sorted(logged))}"
         )
 
@@ -265,26 +333,7 @@ def _check_metrics(cfg: DictConfig) -> None:
     monitor = OmegaConf.select(cfg, "task.monitor")
     if logged and monitor not in validation:
         raise ConfigError(
-            f"task.monitor={monitor!r} is not logged by {task} ({_named('task', cfg.task)}) at validation; it logs "
+            f"task.monitor={monitor!r} is not logged by {task} ({named_group('task', cfg.task)}) at validation; it logs "
             f"{', '.join(validation)}"
         )
     check_optimized_metric(cfg)
-
-
-def _check_components(cfg: DictConfig) -> None:
-    """Build the tokenizer, the model config and the DataModule (cheap: nothing is read or allocated) to run their own
-    checks now, with the config group in front of their message."""
-    tokenizer = _build("tokenizer", cfg.tokenizer)
-    model_group = f"{_named('model', cfg.model)} with {_named('tokenizer', cfg.tokenizer)}"
-    _build("model", cfg.model, label=model_group, vocab_size=len(tokenizer))
-    _build("data", cfg.data, tokenizer=tokenizer)
-
-
-def _build(group: str, node: DictConfig, label: str | None = None, **kwargs: Any) -> Any:
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, INPUT_ERRORS):
-            raise ConfigError(f"{label or _named(group, node)}: {cause}") from None
-        raise

@@ -13,14 +13,15 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from dnagpt.checkpointing import atomic_path
+from dnagpt.lightning_internals import KeepingExperimentWriter, cached_experiment
 
 
-class _StepMergingWriter(ExperimentWriter):
-    def _check_log_dir_exists(self) -> None:  # called by the base __init__ instead of deleting the old file
+class _StepMergingWriter(KeepingExperimentWriter):
+    def on_start(self) -> None:  # instead of deleting the old file
         self.rows: dict[int, dict[str, float]] = {}
-        if not self._fs.isfile(self.metrics_file_path):
+        if not self.fs.isfile(self.metrics_file_path):
             return
-        with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
+        with self.fs.open(self.metrics_file_path, "r", newline="") as fh:
             for row in csv.DictReader(fh):
                 step = int(float(row.pop("step")))
                 self.rows.setdefault(step, {}).update({k: float(v) for k, v in row.items() if v != ""})
@@ -45,7 +46,4 @@ class ResumableCSVLogger(CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _StepMergingWriter(log_dir=self.log_dir)
-        return self._experiment
+        return cached_experiment(self, lambda: _StepMergingWriter(log_dir=self.log_dir))

@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from lightning.pytorch import Callback, Trainer
@@ -18,9 +17,11 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from dnagpt.callbacks import preempted_step
-from dnagpt.checkpointing import CorruptCheckpointError, check_checkpoint, find_resume_checkpoint
-from dnagpt.config_checks import check_config
-from dnagpt.utils.errors import ConfigError
+from dnagpt.checkpointing import Checkpoint, read_checkpoint, resolve_checkpoint
+from dnagpt.config_checks import check_config, instantiate_group, named_group
+from dnagpt.lightning_internals import warn_if_untested
+from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.errors import MissingFileError
 from dnagpt.utils.pylogger import RankedLogger
 from dnagpt.utils.task_wrapper import task_wrapper
 
@@ -35,35 +36,12 @@ def apply_extras(cfg: DictConfig) -> None:
         torch.set_float32_matmul_precision(extras.matmul_precision)
     if extras.get("print_config"):
         log.info("Config:\n" + OmegaConf.to_yaml(cfg, resolve=True))
-
-
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, lightning: bool = True) -> str | None:
-    """``auto`` → ``<output_dir>/checkpoints/last.ckpt``, or the newest sound checkpoint beside it when it is corrupt
-    (fresh start when there is none); a path must exist and load (as a Lightning checkpoint of ours unless
-    ``lightning=False``, which evaluation passes to accept released weights)."""
-    if ckpt_path is None:
-        return None
-    if ckpt_path == "auto":
-        found = find_resume_checkpoint(Path(output_dir) / "checkpoints")
-        return None if found is None else str(found)
-    if not Path(ckpt_path).exists():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist (use ckpt_path=auto to resume only if present)")
-    try:
-        check_checkpoint(ckpt_path, lightning=lightning)
-    except CorruptCheckpointError as err:
-        raise ConfigError(f"ckpt_path={err}") from None
-    return str(ckpt_path)
-
-
-def wandb_id_from_checkpoint(ckpt_path: str | None) -> str | None:
-    if ckpt_path is None:
-        return None
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
-    return (ckpt.get("dnagpt") or {}).get("wandb_run_id")
+    warn_if_untested()
 
 
 def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
-    return [hydra.utils.instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
+    return [instantiate_group(f"callbacks.{name}", c, label=f"callbacks.{name}")
+            for name, c in (cfg or {}).items() if c is not None and "_target_" in c]  # fmt: skip
 
 
 def instantiate_loggers(cfg: DictConfig | None, resume_wandb_id: str | None = None) -> list[Logger]:
@@ -74,7 +52,7 @@ def instantiate_loggers(cfg: DictConfig | None, resume_wandb_id: str | None = No
         kwargs = {}
         if name == "wandb" and resume_wandb_id and not lg_cfg.get("id"):
             kwargs = {"id": resume_wandb_id, "resume": "allow"}  # a resumed run continues its W&B run
-        loggers.append(hydra.utils.instantiate(lg_cfg, **kwargs))
+        loggers.append(instantiate_group(f"logger.{name}", lg_cfg, label=f"logger.{name}", **kwargs))
     return loggers
 
 
@@ -92,13 +70,25 @@ def log_hyperparameters(cfg: DictConfig, module: L.LightningModule, trainer: Tra
         logger.log_hyperparams(hparams)
 
 
-def build(cfg: DictConfig) -> tuple[Any, L.LightningDataModule, L.LightningModule]:
-    """Tokenizer, DataModule and task module; the vocabulary size flows from the tokenizer, never from YAML."""
-    tokenizer = hydra.utils.instantiate(cfg.tokenizer)
-    datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
-    model_cfg = hydra.utils.instantiate(cfg.model, vocab_size=len(tokenizer))
-    module = hydra.utils.instantiate(cfg.task, model_cfg=model_cfg, tokenizer_spec=tokenizer.to_dict())
-    return tokenizer, datamodule, module
+def build_model_config(cfg: DictConfig, tokenizer: KmerTokenizer) -> Any:
+    """``cfg.model`` completed by the tokenizer: the vocabulary size and the number token never come from YAML."""
+    label = f"{named_group('model', cfg.model)} with {named_group('tokenizer', cfg.tokenizer)}"
+    return instantiate_group(
+        "model", cfg.model, label=label, vocab_size=len(tokenizer), number_token_id=tokenizer.number_id
+    )
+
+
+def build_parts(cfg: DictConfig) -> tuple[KmerTokenizer, L.LightningDataModule, Any]:
+    """Tokenizer, DataModule and model config: cheap (nothing read, nothing allocated, no random draw), so a refused
+    argument stops the run before anything heavy; each is a ConfigError naming its group."""
+    tokenizer = instantiate_group("tokenizer", cfg.tokenizer)
+    datamodule = instantiate_group("data", cfg.data, tokenizer=tokenizer)
+    return tokenizer, datamodule, build_model_config(cfg, tokenizer)
+
+
+def build_task(cfg: DictConfig, tokenizer: KmerTokenizer, model_cfg: Any) -> L.LightningModule:
+    """The task module (allocates and initialises the network: seed first)."""
+    return instantiate_group("task", cfg.task, model_cfg=model_cfg, tokenizer_spec=tokenizer.to_dict())
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -109,20 +99,22 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 def train(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg)
     apply_extras(cfg)
-    L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-
-    _, datamodule, module = build(cfg)
-    if cfg.get("init_from"):
-        module.load_weights(cfg.init_from)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-    loggers = instantiate_loggers(cfg.get("logger"), resume_wandb_id=wandb_id_from_checkpoint(ckpt_path))
-    trainer: Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=instantiate_callbacks(cfg.get("callbacks")), logger=loggers or False
+    resume = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)  # read and checked before anything is built
+    tokenizer, datamodule, model_cfg = build_parts(cfg)
+    loggers = instantiate_loggers(cfg.get("logger"), resume_wandb_id=resume.wandb_run_id if resume else None)
+    trainer: Trainer = instantiate_group(
+        "trainer", cfg.trainer, callbacks=instantiate_callbacks(cfg.get("callbacks")), logger=loggers or False
     )
+    L.seed_everything(cfg.seed, workers=True)
+    module = build_task(cfg, tokenizer, model_cfg)
+    if cfg.get("init_from"):
+        module.load_weights(read_checkpoint(cfg.init_from, key="init_from"))
+    if resume is not None:
+        module.check_compatible(resume, key="ckpt_path")
     log_hyperparameters(cfg, module, trainer)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=None if resume is None else str(resume.path))
     metrics = scalar_metrics(trainer.callback_metrics)
     preempted_at = preempted_step(trainer)
     if preempted_at is not None:
@@ -169,24 +161,22 @@ def get_metric_value(metrics: dict[str, float], name: str | None) -> float | Non
     return value
 
 
-def module_for_evaluation(cfg: DictConfig, path: str) -> L.LightningModule:
-    """The task module of ``cfg.task`` holding the weights at ``path``.
+def module_for_evaluation(cfg: DictConfig, ckpt: Checkpoint) -> L.LightningModule:
+    """The task module of ``cfg.task`` holding the weights of ``ckpt``.
 
-    A Lightning checkpoint brings its own model config and tokenizer, so a pre-training checkpoint can be scored on a
-    downstream task (all heads exist in every task); a released ``.pth`` or a ``save_pretrained`` directory is described
-    by the ``model`` and ``tokenizer`` groups. Weights load strictly either way.
+    A Lightning checkpoint or a ``save_pretrained`` directory brings its own model config and tokenizer, so a
+    pre-training checkpoint can be scored on a downstream task (all heads exist in every task); a released ``.pth`` is
+    described by the ``model`` and ``tokenizer`` groups. Weights load strictly either way.
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True) if Path(path).is_file() else {}
-    if isinstance(ckpt, dict) and "dnagpt" in ckpt:
-        model_cfg, tokenizer_spec = ckpt["dnagpt"]["model_cfg"], ckpt["dnagpt"]["tokenizer_spec"]
+    if ckpt.model_cfg is not None and ckpt.tokenizer_spec is not None:
+        model_cfg, tokenizer_spec = ckpt.model_cfg, ckpt.tokenizer_spec
     else:
-        tokenizer = hydra.utils.instantiate(cfg.tokenizer)
-        model_cfg = hydra.utils.instantiate(cfg.model, vocab_size=len(tokenizer))
-        tokenizer_spec = tokenizer.to_dict()
-    module = hydra.utils.instantiate(
-        cfg.task, model_cfg=model_cfg, tokenizer_spec=tokenizer_spec, optimizer=None, scheduler=None
+        tokenizer = instantiate_group("tokenizer", cfg.tokenizer)
+        model_cfg, tokenizer_spec = build_model_config(cfg, tokenizer), tokenizer.to_dict()
+    module = instantiate_group(
+        "task", cfg.task, model_cfg=model_cfg, tokenizer_spec=tokenizer_spec, optimizer=None, scheduler=None
     )
-    module.load_weights(path)
+    module.load_weights(ckpt, key="ckpt_path")
     return module
 
 
@@ -201,19 +191,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir, lightning=False)
-    if ckpt_path is None:
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no checkpoint to evaluate")
-    module = module_for_evaluation(cfg, ckpt_path)
+    ckpt = resolve_checkpoint(cfg.ckpt_path, output_dir, resumable=False)
+    if ckpt is None:
+        raise MissingFileError(f"ckpt_path={cfg.ckpt_path}: no checkpoint to evaluate")
+    module = module_for_evaluation(cfg, ckpt)
     # the checkpoint fixes the language and the context; the config only chooses the data to score
-    datamodule = hydra.utils.instantiate(cfg.data, tokenizer=module.tokenizer, block_size=module.model.config.block_size)
-    trainer: Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")) or False)
+    datamodule = instantiate_group("data", cfg.data, tokenizer=module.tokenizer, block_size=module.model.config.block_size)
+    trainer: Trainer = instantiate_group("trainer", cfg.trainer, logger=instantiate_loggers(cfg.get("logger")) or False)
     trainer.test(module, datamodule=datamodule)
     metrics = scalar_metrics(trainer.callback_metrics)
     if trainer.is_global_zero:
         for name in ("evaluation", "analysis"):
             if cfg.get(name) and "_target_" in cfg[name]:
-                metrics.update(hydra.utils.instantiate(cfg[name])(module, datamodule, trainer, output_dir))
+                metrics.update(instantiate_group(name, cfg[name])(module, datamodule, trainer, output_dir))
         summarize(output_dir, trainer, metrics)
         rows = "\n".join(f"{k},{v}" for k, v in sorted(metrics.items()))
         (output_dir / "metrics.csv").write_text(f"metric,value\n{rows}\n")

@@ -7,6 +7,7 @@ processes to check what a user sees: exit status 1, the paragraph on stderr, no 
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +22,11 @@ from hydra.errors import HydraException
 from omegaconf import open_dict
 
 from dnagpt.config_checks import ConfigError, check_config
-from dnagpt.pipeline import evaluate, train
+from dnagpt.model import GPTConfig
+from dnagpt.pipeline import build_parts, evaluate, train
+from dnagpt.tasks.pretrain import PretrainTask
+from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -51,7 +56,7 @@ BAD_COMMAND_LINES: list[tuple[str, list[str], str]] = [
     ("train", ["init_from={tmp}/missing.ckpt"], "init_from={tmp}/missing.ckpt does not exist"),
     ("train", ["ckpt_path={tmp}/missing.ckpt"], "ckpt_path={tmp}/missing.ckpt does not exist"),
     ("evaluate", ["ckpt_path={tmp}/missing.ckpt"], "ckpt_path={tmp}/missing.ckpt does not exist"),
-    ("train", ["corpus=human", "paths.data_dir={tmp}"], "python -m dnagpt.data.download corpus=human"),
+    ("train", ["corpus=human", "paths.data_dir={tmp}"], "python download.py corpus=human"),
     ("train", ["task=gsr", "data.files.pas={tmp}/pas.tsv.gz"], "data.files.pas={tmp}/pas.tsv.gz is not a file"),
     ("train", ["trainer.precision=fp8"], "trainer.precision='fp8' is not a Lightning precision"),
     ("train", ["trainer.accelerator=tpu9"], "trainer.accelerator='tpu9' is not one of"),
@@ -62,6 +67,24 @@ BAD_COMMAND_LINES: list[tuple[str, list[str], str]] = [
                  marks=pytest.mark.skipif(not NO_CUDA, reason="this machine has CUDA")),
     ("train", ["optimized_metric=val/losss"], "optimized_metric='val/losss' is not logged by PretrainTask (task=pretrain)"),
     ("train", ["task.monitor=val/acc"], "task.monitor='val/acc' is not logged by PretrainTask (task=pretrain)"),
+    # accepted silently before (a negative clip value reversed every gradient) or refused deep inside a library
+    ("train", ["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 must be a number >= 0"),
+    ("train", ["+trainer.gradient_clip_algorithm=max"], "trainer.gradient_clip_algorithm='max' must be norm, value"),
+    ("train", ["task.nonfinite_loss=ignore"], "task=pretrain: task.nonfinite_loss='ignore' must be one of stop, skip"),
+    ("train", ["task.mode=maximize"], "task.mode='maximize' must be min or max"),
+    ("train", ["task.optimizer.weight_decay=-0.1"], "task.optimizer.weight_decay=-0.1 must be a number >= 0"),
+    ("train", ["task.optimizer.betas=[0.9]"], "task.optimizer.betas=[0.9] must be two numbers in [0, 1)"),
+    ("train", ["task.optimizer.betas=[0.9,1.5]"], "task.optimizer.betas=[0.9, 1.5] must be two numbers in [0, 1)"),
+    ("train", ["trainer.val_check_interval=0.5"], "trainer.val_check_interval=0.5 is a fraction of an epoch, but this run"),
+    ("train", ["trainer.val_check_interval=-2"], "trainer.val_check_interval=-2 must be a whole number of training"),
+    ("train", ["+trainer.max_step=3"], "unexpected keyword argument 'max_step' (did you mean trainer.max_steps"),
+    ("train", ["trainer.devices=two"], "trainer.devices='two' must be a count >= 1"),
+    ("train", ["trainer.devices=[]"], "trainer.devices=[] must be a count >= 1"),
+    ("train", ["model.dropout=1.5"], "model=tiny with tokenizer=kmer6: "),
+    ("train", ["data.reverse_prob=2"], "data=pretrain: "),
+    ("train", ["callbacks.preemption.signals=[SIGFOO]"], "callbacks.preemption: callbacks.preemption.signals: unknown"),
+    ("train", ["corpus.species.human.fasta={tmp}/typo.fa"], "corpus.species.human.fasta={tmp}/typo.fa does not exist"),
+    ("evaluate", ["ckpt_path={tmp}"], "ckpt_path={tmp} does not exist"),
 ]
 
 
@@ -150,6 +173,54 @@ SHIPPED = [
 @pytest.mark.parametrize("overrides", SHIPPED, ids=" ".join)
 def test_shipped_configs_pass(overrides: list[str]) -> None:
     try:
-        check_config(_compose_shipped(overrides))
+        cfg = _compose_shipped(overrides)
+        check_config(cfg)
+        build_parts(cfg)  # every component builds (what the pipeline builds before allocating the network)
     finally:
         GlobalHydra.instance().clear()
+
+
+# ---- checkpoints named by ckpt_path= / init_from=: read once, refused in one paragraph before anything is built -------
+def _checkpoint_of(tokenizer: KmerTokenizer, path: Path, release: bool = False) -> Path:
+    """A Lightning checkpoint of ours (or a released-style .pth) of the small test model with ``tokenizer``."""
+    model_cfg = GPTConfig.from_name("tiny", vocab_size=len(tokenizer), block_size=64, n_layer=2, n_head=2, n_embd=32)
+    task = PretrainTask(model_cfg, tokenizer.to_dict())
+    if release:
+        torch.save(task.model.state_dict(), path)
+        return path
+    ckpt = {"state_dict": {f"model.{k}": v for k, v in task.model.state_dict().items()}, "global_step": 3}
+    task.on_save_checkpoint(ckpt)
+    torch.save(ckpt, path)
+    return path
+
+
+BAD_CHECKPOINTS = [  # (key, how the file is made, a fragment of the message)
+    ("init_from", lambda p: _checkpoint_of(KmerTokenizer("fixed"), p), "was trained with tokenizer"),
+    ("ckpt_path", lambda p: _checkpoint_of(KmerTokenizer("fixed"), p), "was trained with tokenizer"),
+    ("init_from", lambda p: _checkpoint_of(KmerTokenizer("fixed"), p, release=True), "the fixed 6-mer vocabulary"),
+    ("ckpt_path", lambda p: _checkpoint_of(KmerTokenizer(), p, release=True), "not a checkpoint of this project"),
+    ("init_from", lambda p: Path(shutil.copy(ROOT / "README.md", p)), "truncated or not a checkpoint"),
+    ("ckpt_path", lambda p: p.write_bytes(b"") and p or p, "truncated or not a checkpoint"),
+    ("init_from", lambda p: (torch.save([1, 2], p), p)[1], "not a checkpoint (the file holds a list"),
+]
+
+
+@pytest.mark.parametrize(("key", "make", "fragment"), BAD_CHECKPOINTS,
+                         ids=[f"{k}-{f[:24]}" for k, _, f in BAD_CHECKPOINTS])  # fmt: skip
+def test_bad_checkpoint_is_one_paragraph_naming_the_key(make_cfg, tmp_path, key, make, fragment) -> None:
+    path = make(tmp_path / "given.ckpt")
+    with pytest.raises(CheckpointError) as err:
+        train(make_cfg("train", [f"{key}={path}"]))
+    assert str(err.value).startswith(f"{key}={path}") and fragment in str(err.value), str(err.value)
+    assert "\n\n" not in str(err.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_evaluate_reads_the_checkpoint_once(make_cfg, tmp_path, monkeypatch) -> None:
+    path = _checkpoint_of(KmerTokenizer(), tmp_path / "given.ckpt")
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
+    metrics = evaluate(make_cfg("evaluate", [f"ckpt_path={path}"]))
+    assert "test/loss" in metrics
+    assert reads == [path]

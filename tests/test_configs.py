@@ -8,7 +8,7 @@ import torch
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from dnagpt.pipeline import resolve_ckpt_path
+from dnagpt.checkpointing import resolve_checkpoint
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -32,7 +32,8 @@ def test_every_group_option_composes(make_cfg, group: str, option: str) -> None:
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_instantiates(make_cfg, name: str) -> None:
-    cfg = make_cfg("train", [f"experiment={name}", "trainer=cpu"])
+    bundled = ["corpus=bundled"] if name.startswith("pretrain") else []  # theirs is downloaded first
+    cfg = make_cfg("train", [f"experiment={name}", "trainer=cpu", *bundled])
     tokenizer = hydra.utils.instantiate(cfg.tokenizer)
     model_cfg = hydra.utils.instantiate(cfg.model, vocab_size=len(tokenizer))
     assert model_cfg.block_size == cfg.data.block_size
@@ -54,13 +55,13 @@ def test_released_preset_refuses_the_other_vocabulary(make_cfg) -> None:
 
 
 def test_ckpt_path_auto(tmp_path: Path) -> None:
-    assert resolve_ckpt_path("auto", tmp_path) is None
+    assert resolve_checkpoint("auto", tmp_path) is None
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.parent.mkdir()
     torch.save({"state_dict": {}, "global_step": 0, "dnagpt": {}}, last)  # auto checks it (tests/test_fault_tolerance.py)
-    assert resolve_ckpt_path("auto", tmp_path) == str(last)
+    assert resolve_checkpoint("auto", tmp_path).path == last
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        resolve_ckpt_path(str(tmp_path / "nope.ckpt"), tmp_path)
+        resolve_checkpoint(str(tmp_path / "nope.ckpt"), tmp_path)
 
 
 def test_unknown_corpus_is_a_clear_error(make_cfg) -> None:

@@ -25,9 +25,9 @@ from hydra.utils import instantiate
 from lightning.pytorch import Callback
 from omegaconf import OmegaConf, open_dict
 
-from dnagpt.checkpointing import AtomicCheckpointIO, CorruptCheckpointError, atomic_path, check_checkpoint
-from dnagpt.pipeline import get_metric_value, resolve_ckpt_path, train
-from dnagpt.utils.errors import ConfigError
+from dnagpt.checkpointing import AtomicCheckpointIO, atomic_path, read_checkpoint, resolve_checkpoint
+from dnagpt.pipeline import get_metric_value, train
+from dnagpt.utils.errors import CheckpointError, ConfigError
 
 MAX_STEPS = 10
 # checkpoints at every step from the first validation on (Lightning defers them until the monitored metric exists;
@@ -142,7 +142,7 @@ def test_sigkill_at_random_steps_then_auto_resume_is_exact(reference: Path, tmp_
     assert not waiting, f"runs {sorted(waiting)} did not reach their step in time"
     for step, run_dir in runs.items():
         assert procs[step].wait(timeout=60) == -signal.SIGKILL
-        saved = check_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+        saved = read_checkpoint(run_dir / "checkpoints" / "last.ckpt", resumable=True).global_step
         # killed mid-run; after row `step`, the checkpoint of step + 1 waits for its validation when one follows
         assert step <= saved < MAX_STEPS, (step, saved)
         resume(run_dir, cache_dir)
@@ -167,7 +167,7 @@ def test_sigterm_saves_at_the_batch_end_exits_cleanly_and_resumes_exactly(
     assert found, run_log(run_dir)[-3000:]
     step = int(found[1])
     assert 2 < step < MAX_STEPS
-    assert check_checkpoint(run_dir / "checkpoints" / "last.ckpt") == step
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt", resumable=True).global_step == step
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["preempted_at_step"] == step
     assert not [k for k in metrics if k.startswith("test/")]  # the test split waits for the finished run
@@ -201,7 +201,7 @@ def test_sigusr1_checkpoints_then_calls_the_previous_handler_and_skips_test(make
     calls = []
 
     def own_handler(signum: int, frame) -> None:
-        calls.append((signum, check_checkpoint(last)))
+        calls.append((signum, read_checkpoint(last, resumable=True).global_step))
 
     previous = signal.signal(signal.SIGUSR1, own_handler)
     try:
@@ -287,7 +287,7 @@ def test_every_trainer_config_saves_atomically(make_cfg, name: str) -> None:
 
 # ---- 3. corrupt checkpoints -------------------------------------------------------------------------------------------
 def fake_checkpoint(path: Path, step: int) -> Path:
-    """The entries check_checkpoint asks of a Lightning checkpoint of ours, saved by torch as Lightning does."""
+    """The entries a resume asks of a Lightning checkpoint of ours (read_checkpoint), saved by torch as Lightning does."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": {"model.w": torch.full((256,), float(step))}, "global_step": step, "dnagpt": {}}, path)
     return path
@@ -299,32 +299,32 @@ def test_auto_falls_back_from_a_truncated_last_ckpt(tmp_path: Path, caplog: pyte
     fake_checkpoint(ckpts / "step0000006.ckpt", 6)
     (ckpts / "step0000009.ckpt").write_bytes(b"")  # empty: skipped
     last = fake_checkpoint(ckpts / "last.ckpt", 8)
-    assert resolve_ckpt_path("auto", tmp_path) == str(last)
+    assert resolve_checkpoint("auto", tmp_path).path == last
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
-    assert resolve_ckpt_path("auto", tmp_path) == str(ckpts / "step0000006.ckpt")
+    assert resolve_checkpoint("auto", tmp_path).path == ckpts / "step0000006.ckpt"
     assert f"{last}: truncated or not a checkpoint" in caplog.text
     assert "step0000009.ckpt: truncated or not a checkpoint" in caplog.text
 
 
 def test_auto_without_any_sound_checkpoint_starts_fresh(tmp_path: Path) -> None:
-    assert resolve_ckpt_path("auto", tmp_path) is None
+    assert resolve_checkpoint("auto", tmp_path) is None
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
-    assert resolve_ckpt_path("auto", tmp_path) is None
+    assert resolve_checkpoint("auto", tmp_path) is None
 
 
 def test_explicit_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"\x00not a checkpoint" * 256)
     with pytest.raises(ConfigError, match=rf"^ckpt_path={re.escape(str(garbage))}: truncated or not a checkpoint \("):
-        resolve_ckpt_path(str(garbage), tmp_path)
+        resolve_checkpoint(str(garbage), tmp_path)
     weights = tmp_path / "weights.pth"
     torch.save({"w": torch.ones(2)}, weights)
     with pytest.raises(ConfigError, match="not a checkpoint of this project"):
-        resolve_ckpt_path(str(weights), tmp_path)  # resuming needs the full training state
-    assert resolve_ckpt_path(str(weights), tmp_path, lightning=False) == str(weights)  # evaluating takes weights
-    with pytest.raises(CorruptCheckpointError, match="is a directory"):
-        check_checkpoint(tmp_path)
+        resolve_checkpoint(str(weights), tmp_path)  # resuming needs the full training state
+    assert resolve_checkpoint(str(weights), tmp_path, resumable=False).path == weights  # evaluating takes weights
+    with pytest.raises(CheckpointError, match="is a directory"):
+        read_checkpoint(tmp_path, resumable=True)
 
 
 # ---- 4. non-finite losses -----------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from omegaconf import open_dict
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
 from torch.distributed.fsdp import ShardingStrategy
 
+from dnagpt.checkpointing import read_checkpoint
 from dnagpt.data import batching
 from dnagpt.data.batching import micro_batch_size, per_device_batch_size
 from dnagpt.model.config import GPTConfig
@@ -113,7 +114,7 @@ def test_fsdp_trains_and_its_checkpoint_loads_everywhere(make_cfg, tmp_path: Pat
     train(make_cfg("train", ["trainer=fsdp", "trainer.devices=1", "trainer.max_steps=2", "test=false"]))
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()  # state_dict_type=full: one file, not a sharded folder
-    module = module_for_evaluation(make_cfg("evaluate", [f"ckpt_path={ckpt}"]), str(ckpt))
+    module = module_for_evaluation(make_cfg("evaluate", [f"ckpt_path={ckpt}"]), read_checkpoint(ckpt))
     assert not any("_fsdp" in k or "_checkpoint_wrapped" in k for k in module.state_dict())
     resumed = make_cfg("train", ["trainer=fsdp", "trainer.devices=1", "trainer.max_steps=4", "test=false",
                                  f"ckpt_path={ckpt}"])

@@ -2,10 +2,13 @@
 
 - ``__init__`` takes plain dicts (model config, tokenizer spec) and Hydra partials, so ``load_from_checkpoint(path)`` works
   without Hydra: the dicts are the saved hyper-parameters, the partials are not saved (training only).
-- A checkpoint carries the tokenizer spec, the model config and the W&B run id; resuming with another tokenizer fails loudly.
-- ``init_from`` (weights only) goes through one strict loader for every source: our ``.ckpt``, a ``save_pretrained``
-  directory or a released DNAGPT ``.pth``. Every head of the release exists in every task, so nothing is ever loaded with
-  ``strict=False``.
+- A checkpoint carries the tokenizer spec, the model config and the W&B run id (``dnagpt.checkpointing.CKPT_KEY``);
+  resuming or initialising from a checkpoint of another tokenizer or model shape is a ``CheckpointError`` before any
+  weight is touched (``check_compatible``).
+- ``init_from`` (weights only) goes through one strict loader for every source that ``read_checkpoint`` accepts: our
+  ``.ckpt``, a ``save_pretrained`` directory or a released DNAGPT ``.pth``. Every head of the release exists in every
+  task, so nothing is ever loaded with ``strict=False``.
+- ``DATA_MODULE`` is the DataModule class a task reads batches from; the configuration check compares it with ``data``.
 - One policy for a non-finite loss, ``task.nonfinite_loss``: ``stop`` raises naming the split, the loss part, the step and
   the batch; ``skip`` drops the batch (its loss is never back-propagated, the optimizer makes no update), warns and
   counts ``train/skipped_batches``. Under DDP the training decision is reduced over ranks: a rank skipping its backward
@@ -17,19 +20,21 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.strategies import FSDPStrategy
 
+from dnagpt.checkpointing import CKPT_KEY, Checkpoint, lightning_checkpoint, read_checkpoint
+from dnagpt.lightning_internals import attached_trainer
 from dnagpt.model.config import GPTConfig
 from dnagpt.model.gpt import DNAGPT
-from dnagpt.model.pretrained import from_pretrained, load_release_state_dict
+from dnagpt.model.pretrained import load_release_state_dict
 from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.errors import CheckpointError
 from dnagpt.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
 
-CKPT_KEY = "dnagpt"  # our entry in a Lightning checkpoint: tokenizer spec, model config, W&B run id
 NONFINITE_POLICIES = ("stop", "skip")  # task.nonfinite_loss
 
 
@@ -45,6 +50,7 @@ class DNAGPTTask(LightningModule):
     # Every metric the task logs, declared so that task.monitor and a sweep's optimized_metric are checked before any
     # training (dnagpt.config_checks, dnagpt.utils.multirun); tests/test_sweeps.py holds it to what a real run logs.
     LOGGED_METRICS: ClassVar[frozenset[str]] = frozenset()
+    DATA_MODULE: ClassVar[type[LightningDataModule]]
 
     def __init__(
         self,
@@ -69,6 +75,11 @@ class DNAGPTTask(LightningModule):
                 f"model vocab_size={cfg.vocab_size} does not fit the tokenizer ({len(self.tokenizer)} ids, "
                 f"vocab={self.tokenizer.to_dict().get('vocab')}); choose the matching tokenizer for preset {cfg.name!r}"
             )
+        if cfg.number_token_id != self.tokenizer.number_id:
+            raise ValueError(
+                f"model number_token_id={cfg.number_token_id} is not the tokenizer's <M> id {self.tokenizer.number_id}: "
+                "inserted numbers must follow the token the tokenizer writes"
+            )
         self.model = DNAGPT(cfg)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -78,31 +89,35 @@ class DNAGPTTask(LightningModule):
         self._dropped = False  # the last training batch was dropped: optimizer_step skips the update
 
     # ---- weights -------------------------------------------------------------------------------------------------
-    def load_weights(self, path: str | Path) -> None:
-        """Weights-only initialisation (``init_from``); any missing, unexpected or mis-shaped key is an error."""
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"init_from: {path} does not exist")
-        if path.is_dir():
-            model, spec = from_pretrained(path, tokenizer_spec=self.hparams["tokenizer_spec"])
-            state_dict = model.state_dict()
-        else:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-            if isinstance(ckpt, dict) and "state_dict" in ckpt and CKPT_KEY in ckpt:
-                self._check_tokenizer(ckpt[CKPT_KEY]["tokenizer_spec"], source=str(path))
-                state_dict = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
-                              if k.startswith("model.")}
-            else:
-                state_dict = ckpt  # a released DNAGPT .pth (raw or {"model": ...}); the loader handles both
-        load_release_state_dict(self.model, state_dict)
-        log.info(f"Initialised weights from {path}")
+    def load_weights(self, source: str | Path | Checkpoint, key: str = "init_from") -> None:
+        """Weights-only initialisation from a path or a read :class:`Checkpoint`; any missing, unexpected or
+        mis-shaped key is an error. ``key`` is the config key that named the file, for the messages."""
+        ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source, key=key)
+        self.check_compatible(ckpt, key=key)
+        try:
+            load_release_state_dict(self.model, ckpt.state_dict)  # our names pass the release renames unchanged
+        except ValueError as err:
+            raise CheckpointError(f"{ckpt.describe(key)}: {err}") from None
+        log.info(f"Initialised weights from {ckpt.path}")
 
-    def _check_tokenizer(self, spec: dict, source: str) -> None:
-        if dict(spec) != self.hparams["tokenizer_spec"]:
-            raise ValueError(
-                f"{source} was trained with tokenizer {spec}, but this run uses {self.hparams['tokenizer_spec']}; "
+    def check_compatible(self, ckpt: Checkpoint, key: str) -> None:
+        """Refuse a checkpoint of another tokenizer or model shape, naming both, before any weight is loaded."""
+        ours = self.hparams["tokenizer_spec"]
+        if ckpt.tokenizer_spec is not None and dict(ckpt.tokenizer_spec) != ours:
+            raise CheckpointError(
+                f"{ckpt.describe(key)} was trained with tokenizer {ckpt.tokenizer_spec}, but this run uses {ours}; "
                 "pick the tokenizer config the checkpoint was trained with"
             )
+        if ckpt.model_cfg is not None:
+            theirs, mine = GPTConfig.from_dict(dict(ckpt.model_cfg)), self.model.config
+            different = [f for f in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
+                         if getattr(theirs, f) != getattr(mine, f)]  # fmt: skip
+            if different:
+                shown = ", ".join(f"{f} {getattr(theirs, f)} vs {getattr(mine, f)}" for f in different)
+                raise CheckpointError(
+                    f"{ckpt.describe(key)} holds model {theirs.name!r}, this run builds {mine.name!r} ({shown}): "
+                    f"use the model config the checkpoint was trained with (model={theirs.name})"
+                )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         wandb_ids = [lg.version for lg in self.loggers if isinstance(lg, WandbLogger)]
@@ -114,9 +129,10 @@ class DNAGPTTask(LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if CKPT_KEY in checkpoint:
-            self._check_tokenizer(checkpoint[CKPT_KEY]["tokenizer_spec"], source="the checkpoint")
-            self.skipped_batches = int(checkpoint[CKPT_KEY].get("skipped_batches", 0))
+        trainer = attached_trainer(self)
+        path = Path(trainer.ckpt_path) if trainer is not None and trainer.ckpt_path else Path("the checkpoint")
+        self.check_compatible(lightning_checkpoint(checkpoint, path), key=None)  # also for fits outside the pipeline
+        self.skipped_batches = int((checkpoint.get(CKPT_KEY) or {}).get("skipped_batches", 0))
 
     # ---- optimisation --------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
@@ -187,7 +203,7 @@ class DNAGPTTask(LightningModule):
         """
         finite = torch.stack([torch.isfinite(v.detach()).all() for v in losses.values()]).all()
         bad = bad_here = not bool(finite)
-        if split == "train" and self._trainer is not None:
+        if split == "train" and attached_trainer(self) is not None:
             bad = self.trainer.strategy.reduce_boolean_decision(bad_here, all=False)
         if not bad:
             return False

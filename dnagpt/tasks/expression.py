@@ -14,12 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, PearsonCorrCoef, R2Score, SpearmanCorrCoef
 
+from dnagpt.data.expression import ExpressionDataModule
 from dnagpt.tasks.base import DNAGPTTask, held_out
 
 EVAL_SPLITS = ("val", "test")
 
 
 class ExpressionTask(DNAGPTTask):
+    DATA_MODULE = ExpressionDataModule
     LOGGED_METRICS = frozenset({"train/loss", "val/r2_best"}) | held_out("loss", "r2", "pearson", "pearson_r2", "spearman")
 
     def __init__(self, *args, monitor: str = "val/r2", mode: str = "max", **kwargs) -> None:

@@ -9,12 +9,15 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric, MinMetric
 
+from dnagpt.data.genomes import GenomesDataModule
 from dnagpt.tasks.base import DNAGPTTask, held_out
+from dnagpt.tokenizer import IGNORE_INDEX
 
 EVAL_SPLITS = ("val", "test")
 
 
 class GenomesTask(DNAGPTTask):
+    DATA_MODULE = GenomesDataModule
     LOGGED_METRICS = frozenset({"train/loss", "val/loss_best"}) | held_out("loss", "ppl")
 
     def __init__(self, *args, **kwargs) -> None:
@@ -24,10 +27,10 @@ class GenomesTask(DNAGPTTask):
 
     def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor] | None:
         labels = batch["labels"]
-        target = labels != -100
+        target = labels != IGNORE_INDEX
         n_targets = target.sum()
         if n_targets == 0:
-            raise ValueError("a genomes batch has no target token (all labels are -100)")
+            raise ValueError(f"a genomes batch has no target token (all labels are {IGNORE_INDEX})")
         hidden = self.model(batch["input_ids"], compute_logits=False).hidden
         loss = self.model.token_loss(hidden[target], labels[target])
         if self.drop_nonfinite(split, {"loss": loss}):

@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score, BinaryMatthewsCorrCoef
 
+from dnagpt.data.gsr import GSRDataModule
 from dnagpt.tasks.base import DNAGPTTask, held_out
 
 EVAL_SPLITS = ("val", "test")
@@ -26,6 +27,7 @@ def binary_metrics() -> MetricCollection:
 
 
 class GSRTask(DNAGPTTask):
+    DATA_MODULE = GSRDataModule
     LOGGED_METRICS = frozenset({"train/loss", "train/acc", "val/auroc_best"}) | held_out("loss", "acc", "f1", "mcc", "auroc")
 
     def __init__(self, *args, monitor: str = "val/auroc", mode: str = "max", **kwargs) -> None:

@@ -10,18 +10,24 @@ the regression head at each ``<M>``, which by construction never sees the value 
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import Callback
 from torch import nn
 from torchmetrics import MeanMetric, MinMetric, R2Score
 from torchmetrics.classification import BinaryAccuracy
 
+from dnagpt.callbacks import Order0Baseline
+from dnagpt.data.pretrain import PretrainDataModule
 from dnagpt.tasks.base import DNAGPTTask, held_out
+from dnagpt.tokenizer import IGNORE_INDEX
 
 EVAL_SPLITS = ("val", "test")  # train reports per-step values; held-out splits accumulate over the epoch
 
 
 class PretrainTask(DNAGPTTask):
+    DATA_MODULE = PretrainDataModule
     LOGGED_METRICS = frozenset(
         {"train/loss", "train/token_loss", "train/order_loss", "train/gc_loss", "val/loss_best"}
+        | {"train/order0_entropy", "val/order0_ce"}  # the yardstick of configure_callbacks
     ) | held_out("loss", "token_loss", "ppl", "order_acc", "gc_r2")
 
     def __init__(self, *args, reg_loss_weight: float = 0.01, order_loss_weight: float = 1.0, **kwargs) -> None:
@@ -35,6 +41,11 @@ class PretrainTask(DNAGPTTask):
         self.gc_r2 = nn.ModuleDict({s: R2Score() for s in EVAL_SPLITS})
         self.val_loss_best = MinMetric()
 
+    def configure_callbacks(self) -> list[Callback]:
+        """The order-0 (unigram) yardstick of the token loss, measured on the batches this task sees: part of the task,
+        so it is there whatever ``callbacks=`` the run picks."""
+        return [Order0Baseline()]
+
     def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.model(
             batch["input_ids"],
@@ -45,10 +56,10 @@ class PretrainTask(DNAGPTTask):
             compute_logits=False,
         )
         labels = batch["labels"]
-        target = labels != -100
+        target = labels != IGNORE_INDEX
         n_targets = target.sum()
         if n_targets == 0:
-            raise ValueError("a pre-training batch has no DNA target token (all labels are -100)")
+            raise ValueError(f"a pre-training batch has no DNA target token (all labels are {IGNORE_INDEX})")
         # the token loss only where there is a target, through the fused chunked head: no (N, V) logits
         token_loss = self.model.token_loss(out.hidden[target], labels[target])
 

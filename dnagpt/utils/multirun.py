@@ -26,11 +26,11 @@ from typing import Any
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from omegaconf import DictConfig, read_write
 
 from dnagpt.config_checks import check_optimized_metric
 from dnagpt.utils.errors import error_boundary
+from dnagpt.utils.resolvers import in_multirun
 
 # what Lightning's subprocess launcher sets in the launching process's own environment
 DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -48,10 +48,6 @@ class CheckOptimizedMetric(Callback):
             check_optimized_metric(config)
 
 
-def _in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 @contextmanager
 def job_scope() -> Iterator[None]:
     """How an entry point runs its job.
@@ -63,7 +59,7 @@ def job_scope() -> Iterator[None]:
     The rewrite is harmless when nothing re-launches the script (W&B then records the job's own command line), so it
     applies whatever the strategy.
     """
-    if not _in_multirun():
+    if not in_multirun():
         with error_boundary():
             yield
         return
