@@ -3,6 +3,7 @@ the numeric-feature path, and train → evaluate end to end on the bundled mini 
 
 import csv
 import gzip
+import hashlib
 import json
 from functools import partial
 from pathlib import Path
@@ -12,12 +13,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dnagpt.data.expression import ExpressionDataModule, assign_splits, overlap_groups, read_expression_table
+from dnagpt.data.expression import ExpressionDataModule
+from dnagpt.data.expression_table import assign_splits, overlap_groups, read_expression_table
+from dnagpt.data.splits import SPLITS
 from dnagpt.eval.expression import fit_baselines, gc_cpg_features, regression_metrics
 from dnagpt.model import GPTConfig
 from dnagpt.pipeline import evaluate, train
 from dnagpt.tasks.expression import ExpressionTask
 from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.errors import MissingFileError
 from dnagpt.utils.resolvers import resource_path
 
 TOK = KmerTokenizer()
@@ -157,6 +161,34 @@ def test_ordered_split_takes_the_last_rows_as_test() -> None:
         assign_splits(np.arange(50), 1.5, 2, seed=0)
 
 
+def _fingerprint(rows: np.ndarray) -> tuple[int, str]:
+    return len(rows), hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+MINI_SPLITS = {
+    "grouped": {"train": (311, "31f98a1fe35b33bb"), "val": (67, "07e43cc0159352ef"), "test": (67, "35a3a0e8464b86d7")},
+    "random": {"train": (311, "e3950ce3bd8cefe2"), "val": (67, "e8f362189537dbb6"), "test": (67, "8430021c8f464339")},
+    "ordered": {"train": (335, "54732f219c1cb721"), "val": (50, "d79e2fa04d2aa959"), "test": (60, "5d381627e1294c73")},
+    "identical": {"train": (311, "00f5c0bbbd92bfab"), "val": (67, "32f2cd2821686c16"), "test": (67, "29562d7f9f412ce0")},
+}
+
+
+def test_mini_set_splits_are_pinned() -> None:
+    """Every split method on the shipped mini set, as before the split rules were shared."""
+    dm = ExpressionDataModule(TOK, 512, MINI)
+    dm.setup()
+    assert {s: _fingerprint(dm.split_data(s).rows) for s in SPLITS} == MINI_SPLITS["grouped"]
+    table, span = dm.table, (-7000, 3500)
+    for method, groups, kw in [
+        ("random", overlap_groups(table.sequences, table.coords, span), {"val_size": 0.15, "test_size": 0.15, "seed": 5}),
+        ("ordered", np.zeros(445), {"val_size": 50, "test_size": 60, "seed": 0}),
+        ("grouped", overlap_groups(table.sequences, None, span), {"val_size": 0.15, "test_size": 0.15, "seed": 0}),
+    ]:
+        names = assign_splits(groups, method=method, **kw)
+        got = {s: _fingerprint(np.flatnonzero(names == s)) for s in SPLITS}
+        assert got == MINI_SPLITS["identical" if method == "grouped" else method], method
+
+
 def test_z_scoring_uses_training_statistics_only(tmp_path: Path) -> None:
     rows = synthetic_rows()
     base = make_dm(write_tsv(tmp_path / "a.tsv", rows), feature_columns=["feat"])
@@ -186,15 +218,18 @@ def _bad(tmp_path: Path, edit, header: list[str] = HEADER) -> Path:
 @pytest.mark.parametrize(
     ("edit", "kw", "match"),
     [
-        (lambda r: r[4].__setitem__(6, r[4][6][:-1]), {}, r"bad.tsv:6: column 'sequence' holds 119 bp, expected .*120"),
-        (lambda r: r[2].__setitem__(5, "nan"), {"feature_columns": ["feat"]}, r"bad.tsv:4: column 'feat': .*not finite"),
-        (lambda r: r[2].__setitem__(5, "NA"), {"feature_columns": ["feat"]}, r"bad.tsv:4: column 'feat': 'NA' is not a num"),
-        (lambda r: r[0].__setitem__(4, ""), {}, r"bad.tsv:2: column 'label': '' is not a number"),
-        (lambda r: r[7].__setitem__(6, "ACGU" + r[7][6][4:]), {}, r"bad.tsv:9: column 'sequence': invalid DNA .* 'U'"),
-        (lambda r: r[1].__setitem__(3, "x"), {}, r"bad.tsv:3: column 'strand': strand 'x'"),
-        (lambda r: r[1].append("extra"), {}, r"bad.tsv:3: 8 fields, the header has 7"),
+        (lambda r: r[4].__setitem__(6, r[4][6][:-1]), {},
+         r"bad.tsv, line 6, column 'sequence': holds 119 bp, expected .*120"),
+        (lambda r: r[2].__setitem__(5, "nan"), {"feature_columns": ["feat"]},
+         r"bad.tsv, line 4, column 'feat': .*not finite"),
+        (lambda r: r[2].__setitem__(5, "NA"), {"feature_columns": ["feat"]},
+         r"bad.tsv, line 4, column 'feat': 'NA' is not a num"),
+        (lambda r: r[0].__setitem__(4, ""), {}, r"bad.tsv, line 2, column 'label': '' is not a number"),
+        (lambda r: r[7].__setitem__(6, "ACGU" + r[7][6][4:]), {}, r"bad.tsv, line 9, column 'sequence': invalid DNA .* 'U'"),
+        (lambda r: r[1].__setitem__(3, "x"), {}, r"bad.tsv, line 3, column 'strand': strand 'x'"),
+        (lambda r: r[1].append("extra"), {}, r"bad.tsv, line 3: 8 tab-separated fields, the header has 7"),
         (lambda r: r[3].__setitem__(5, "-0.5"), {"feature_columns": ["feat"], "log10_columns": ["feat"]},
-         r"bad.tsv:5: column 'feat': log10\(x \+ 0.1\) needs x > -0.1"),
+         r"bad.tsv, line 5, column 'feat': log10\(x \+ 0.1\) needs x > -0.1"),
         (lambda r: None, {"feature_columns": ["feet"]}, r"missing column\(s\) \['feet'\]"),
         (lambda r: None, {"species": "martian"}, r"data.species: unknown species 'martian'"),
         (lambda r: None, {"log10_columns": ["feat"]}, r"log10_columns \['feat'\] are neither"),
@@ -210,7 +245,7 @@ def test_bad_table_is_a_clear_error(tmp_path: Path, edit, kw, match) -> None:
 def test_unknown_species_in_a_species_column_names_the_line(tmp_path: Path) -> None:
     rows = [r + ["human" if i != 5 else "dragon"] for i, r in enumerate(synthetic_rows())]
     path = write_tsv(tmp_path / "sp.tsv", rows, HEADER + ["species"])
-    with pytest.raises(ValueError, match=r"sp.tsv:7: column 'species': unknown species 'dragon'"):
+    with pytest.raises(ValueError, match=r"sp.tsv, line 7, column 'species': unknown species 'dragon'"):
         make_dm(path, species_column="species").setup()
     rows[5][-1] = "mouse"
     dm = make_dm(write_tsv(tmp_path / "sp2.tsv", rows, HEADER + ["species"]), species_column="species")
@@ -221,6 +256,8 @@ def test_unknown_species_in_a_species_column_names_the_line(tmp_path: Path) -> N
 def test_missing_file_and_constant_label(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.tsv"):
         make_dm(tmp_path / "nope.tsv").setup()
+    with pytest.raises(MissingFileError, match=r"^path=\S*nope\.tsv is not a file$"):
+        make_dm(tmp_path / "nope.tsv")  # checked when built, read in setup
     path = _bad(tmp_path, lambda rows: [r.__setitem__(4, "1.0") for r in rows])
     with pytest.raises(ValueError, match="'label' is constant"):
         make_dm(path).setup()

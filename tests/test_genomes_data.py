@@ -1,17 +1,15 @@
 """Haplotype readers, bad input, individual-level splits, sentence encoding and the DataModule (real 805-SNP panel)."""
 
 import gzip
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from dnagpt.data.genomes import (
-    GenomesDataModule,
-    collate_sentences,
-    decode_haplotypes,
-    encode_haplotypes,
+from dnagpt.data.genomes import GenomesDataModule, collate_sentences, decode_haplotypes, encode_haplotypes
+from dnagpt.data.genomes_panel import (
     individuals_of,
     load_hapt_panel,
     load_vcf_panel,
@@ -23,6 +21,7 @@ from dnagpt.data.genomes import (
     write_vcf,
 )
 from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.errors import MissingFileError
 from dnagpt.utils.resolvers import resource_path
 
 HAPT = Path(resource_path("genomes/yelmen805.hapt.gz"))
@@ -62,11 +61,11 @@ def test_hapt_reader_values(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("Real a_A 0 1 1\nReal a_B 1 0\n", r"line 2 \(a_B\) has 2 SNPs but line 1 has 3: ragged"),
-        ("Real a_A 0 1 1\nReal a_B 1 2 0\n", r"line 2 \(a_B\), SNP column 2: symbol '2'"),
+        ("Real a_A 0 1 1\nReal a_B 1 0\n", r"line 2: haplotype a_B has 2 SNPs but line 1 has 3: ragged"),
+        ("Real a_A 0 1 1\nReal a_B 1 2 0\n", r"line 2: haplotype a_B, SNP column 2: symbol '2'"),
         ("Real a_A 0 1 1\nReal a_B 1 . 0\n", r"SNP column 2: symbol '\.'"),
-        ("Real a_A 0 10 1\n", r"line 1 \(a_A\), SNP column 2: symbol '10'"),
-        ("Real a_A\n", "line 1 has no genotypes"),
+        ("Real a_A 0 10 1\n", r"line 1: haplotype a_A, SNP column 2: symbol '10'"),
+        ("Real a_A\n", "line 1: no genotypes"),
         ("", "no haplotype"),
     ],
 )
@@ -84,9 +83,9 @@ def test_legend_disagreeing_with_haplotypes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("snp pos ref alt\n", "line 1 must be the header"),
-        ("id position a0 a1\n1:1 1 A\n", "line 2 has 3 fields"),
-        ("id position a0 a1\n1:1 x A G\n", "line 2: position 'x'"),
+        ("snp pos ref alt\n", "line 1: must be the header"),
+        ("id position a0 a1\n1:1 1 A\n", "line 2: 3 fields"),
+        ("id position a0 a1\n1:1 x A G\n", "line 2, column 'position': 'x'"),
         ("id position a0 a1\n1:1 1 A A\n", r"SNP 0 \(1:1\) has alleles a0='A' a1='A'"),
         ("id position a0 a1\n1:1 1 A GT\n", "two different single nucleotides"),
         ("id position a0 a1\n", "lists no SNP"),
@@ -164,6 +163,13 @@ def test_split_keeps_individuals_together(panel) -> None:
     assert not np.array_equal(splits["test"], other["test"])
 
 
+def test_shipped_panel_split_is_pinned(panel) -> None:
+    """Individuals per split of the shipped panel, as before the split rule was shared."""
+    got = {s: (len(i), hashlib.sha256(i.astype(np.int64).tobytes()).hexdigest()[:16])
+           for s, i in split_individuals(panel.individuals, 0.1, 0.2, seed=0).items()}  # fmt: skip
+    assert got == {"train": (3506, "1d5c094947c4307c"), "val": (500, "59cc1bad82169c9c"), "test": (1002, "48e8dbf48b9770d4")}
+
+
 @pytest.mark.parametrize(("val", "test"), [(0.5, 0.5), (0.1, 0.0), (-0.1, 0.2)])
 def test_split_bad_fractions(val: float, test: float) -> None:
     with pytest.raises(ValueError, match="fraction"):
@@ -219,6 +225,15 @@ def test_datamodule_refuses_short_block_and_bad_batch() -> None:
         GenomesDataModule(TOK, 64)
     with pytest.raises(ValueError, match="max_snps=900"):
         _module(max_snps=900).setup("fit")
+
+
+def test_datamodule_checks_its_files_and_fractions_when_built(tmp_path: Path) -> None:
+    with pytest.raises(MissingFileError, match=r"^legend=\S*nope\.legend is not a file$"):
+        _module(legend=str(tmp_path / "nope.legend"))
+    with pytest.raises(MissingFileError, match=r"^vcf=\S*nope\.vcf is not a file$"):
+        _module(vcf=str(tmp_path / "nope.vcf"))  # a VCF replaces hapt + legend: only it is checked
+    with pytest.raises(ValueError, match="val_fraction=0.5, test_fraction=0.5"):
+        _module(val_fraction=0.5, test_fraction=0.5)
 
 
 def test_gz_and_plain_give_the_same_panel(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """GSR task: table hygiene and splits, prompt layout, bad input, loss and metrics, baseline, train → evaluate."""
 
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,17 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dnagpt.data.gsr import (
-    GSRDataModule,
-    GSRDataset,
-    GSRTable,
-    balance,
-    block_split,
-    cut_signal,
-    deduplicate,
-    random_split,
-    read_gsr_tsv,
-)
+from dnagpt.data.gsr import GSRDataModule, GSRDataset, cut_signal
+from dnagpt.data.gsr_table import GSRTable, balance, block_split, deduplicate, random_split, read_gsr_tsv
 from dnagpt.eval.gsr import binary_scores, group_index
 from dnagpt.eval.kmer_baselines import KmerLogistic, kmer_counts
 from dnagpt.model.config import GPTConfig
@@ -27,6 +19,7 @@ from dnagpt.model.pretrained import RELEASE_RENAMES
 from dnagpt.pipeline import evaluate, train
 from dnagpt.tasks.gsr import GSRTask
 from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.errors import MissingFileError
 from dnagpt.utils.resolvers import resource_path
 
 PAS = Path(resource_path("gsr/pas_subset.tsv.gz"))
@@ -55,7 +48,7 @@ def table(species, label, seqs=None, chrom=None, start=None, motif=None, signal=
         signal=np.array([signal] * n, dtype=object), species=np.array(species, dtype=object),
         motif=np.array(motif or ["AATAAA"] * n, dtype=object), label=np.asarray(label, dtype=np.int64),
         sequence=np.array(seqs, dtype=object), chrom=np.array(chrom or ["1"] * n, dtype=object),
-        start=start, end=start + 606, where=np.array([f"t:{i + 2}" for i in range(n)], dtype=object),
+        start=start, end=start + 606, path=np.array(["t"] * n, dtype=object), line=np.arange(n) + 2,
     )  # fmt: skip
 
 
@@ -162,6 +155,31 @@ def test_shipped_tis_block_split_has_no_overlap_across_splits() -> None:
             j += 1
 
 
+def _fingerprint(t: GSRTable) -> tuple[int, str]:
+    """Rows and a hash of which file lines a split holds, in its order."""
+    code = t.line * 2 + (t.signal == "tis")
+    return len(t), hashlib.sha256(code.astype(np.int64).tobytes()).hexdigest()[:16]
+
+
+HOLDOUT = {"yeast": {"val": ["BK006935.2", "BK006938.2"], "test": ["BK006940.2", "BK006941.2", "BK006942.2", "BK006948.2"]}}
+
+
+@pytest.mark.parametrize(
+    ("kw", "want"),
+    [
+        ({}, {"train": (4800, "eebced1be1baab01"), "val": (1200, "9a423274938ebcaa"), "test": (2000, "3404a4eb85a68a7b")}),
+        ({"signals": ["tis"], "split": "block", "holdout_chromosomes": HOLDOUT},
+         {"train": (1368, "c8d15549998a3aba"), "val": (321, "bb4fbbc94d1dbdae"), "test": (525, "5c478e70edf0c8cf")}),
+    ],
+    ids=["pas_random", "tis_block"],
+)  # fmt: skip
+def test_shipped_subset_splits_are_pinned(kw, want) -> None:
+    """Dedup, balance, split and row order of the shipped subsets, as before the table code was shared."""
+    dm = GSRDataModule(TOK, 128, {"pas": str(PAS), "tis": str(TIS)}, **kw)
+    dm.setup()
+    assert {name: _fingerprint(t) for name, t in dm.tables.items()} == want
+
+
 # ---- prompt layout -----------------------------------------------------------------------------------------------
 def test_prompt_removes_the_signal_and_ends_with_the_answer_position() -> None:
     t = read_gsr_tsv(PAS, "pas").take(np.arange(3))
@@ -183,13 +201,15 @@ def test_prompt_removes_the_signal_and_ends_with_the_answer_position() -> None:
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (lambda h, r: (h[:-1], r), r"\.tsv:1: missing column\(s\) \['sequence'\]"),
-        (lambda h, r: (h, [r[0] | {"sequence": r[0]["sequence"][:-1]}]), r"\.tsv:2: column sequence has 605 nt"),
-        (lambda h, r: (h, [r[0] | {"label": "2"}]), r"\.tsv:2: column label is '2'"),
-        (lambda h, r: (h, [r[0] | {"label": "nan"}]), r"\.tsv:2: column label is 'nan'"),
+        (lambda h, r: (h[:-1], r), r"\.tsv, line 1: missing column\(s\) \['sequence'\]"),
+        (lambda h, r: (h, [r[0] | {"sequence": r[0]["sequence"][:-1]}]),
+         r"\.tsv, line 2, column 'sequence': has 605 nt"),
+        (lambda h, r: (h, [r[0] | {"label": "2"}]), r"\.tsv, line 2, column 'label': '2' is not a label"),
+        (lambda h, r: (h, [r[0] | {"label": "nan"}]), r"\.tsv, line 2, column 'label': 'nan' is not a label"),
         (lambda h, r: (h, [r[0], r[1] | {"sequence": "X" + r[1]["sequence"][1:]}]),
-         r"\.tsv:3: column sequence has 'X' at position 0"),
-        (lambda h, r: (h, [r[0] | {"motif": "GGGGGG"}]), r"\.tsv:2: the window holds '\w+' at 301-306, not its motif"),
+         r"\.tsv, line 3, column 'sequence': has 'X' at position 0"),
+        (lambda h, r: (h, [r[0] | {"motif": "GGGGGG"}]),
+         r"\.tsv, line 2, column 'motif': the window holds '\w+' at 301-306, not its motif"),
     ],
     ids=["missing_column", "length", "label_2", "label_nan", "bad_char", "motif"],
 )  # fmt: skip
@@ -202,18 +222,18 @@ def test_bad_pas_rows_name_file_line_and_column(tmp_path: Path, edit, match: str
 
 def test_nan_position_and_short_row_are_errors(tmp_path: Path) -> None:
     header, rows = rows_of(TIS, 2)
-    with pytest.raises(ValueError, match=r"bad\.tsv:3: column pos_1based is 'nan'"):
+    with pytest.raises(ValueError, match=r"bad\.tsv, line 3, column 'pos_1based': 'nan' is not a whole number"):
         read_gsr_tsv(write_tsv(tmp_path / "bad.tsv", header, [rows[0], rows[1] | {"pos_1based": "nan"}]), "tis")
     path = tmp_path / "short.tsv"
     path.write_text("\t".join(header) + "\nyeast\tTIS\n")
-    with pytest.raises(ValueError, match=r"short\.tsv:2: expected 9 tab-separated fields"):
+    with pytest.raises(ValueError, match=r"short\.tsv, line 2: 2 tab-separated fields, the header has 9"):
         read_gsr_tsv(path, "tis")
 
 
 def test_unknown_species_names_file_and_line(tmp_path: Path) -> None:
     header, rows = rows_of(PAS, 2)
     path = write_tsv(tmp_path / "bad.tsv", header, [rows[0], rows[1] | {"species": "martian"}])
-    with pytest.raises(ValueError, match=r"bad\.tsv:3: column species: unknown species 'martian'"):
+    with pytest.raises(ValueError, match=r"bad\.tsv, line 3, column 'species': unknown species 'martian'"):
         GSRDataset(read_gsr_tsv(path, "pas"), TOK, ["AATAAA", "AAAAAG"])
 
 
@@ -228,6 +248,8 @@ def test_datamodule_rejects_bad_configuration() -> None:
         GSRDataModule(block_size=128, split="chromosome", **kw)
     with pytest.raises(ValueError, match="signals"):
         GSRDataModule(block_size=128, signals=["tis"], **kw)
+    with pytest.raises(MissingFileError, match=r"^files\.pas=\S*nope\.tsv\.gz is not a file$"):
+        GSRDataModule(TOK, 128, {"pas": "/no/where/nope.tsv.gz"})  # checked when built, read in setup
 
 
 # ---- task ----------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Expression regression data (Xpresso geometry): promoter windows, optional numeric features, a z-scored label.
+"""Expression regression batches (Xpresso geometry): the prompt of each promoter window, z-scored labels, the DataModule.
 
 The prompt of REFERENCE §4, one sentence per gene::
 
@@ -9,27 +9,18 @@ The features are inserted after the first ``<M>``; the regression head reads the
 z-scored label) is what the model predicts, so nothing is inserted after it. The bundled mini set has none of
 Xpresso's eight half-life features, so the default is sequence only.
 
-* **Table.** Any TSV (gzipped or not) with a header row: an id column, a label column, a sequence column of one
-  fixed length whose TSS sits at index ``tss_index``, and any named numeric feature columns. Xpresso's own
-  ``*_FantomAnnotations.InputData.pM10Kb.txt.gz`` fits (``docs/expression.md`` has the overrides); its raw
-  lengths and the label take ``log10(x + 0.1)`` through ``log10_columns``, as Xpresso does.
+* **Rows.** :mod:`dnagpt.data.expression_table` reads and checks the table and assigns the splits (``grouped``,
+  ``random``, ``ordered``); grouping is on the whole stored sequences, so the split does not depend on ``window``.
+  ``split_seed`` is not the training seed, so reseeding training keeps the test set.
 * **Window.** ``window = [start, end)`` in bp relative to the TSS, e.g. ``[-7000, 3500]`` (Xpresso's full input,
   1,750 6-mers) or a crop that fits a 512-position model; the prompt length is checked against ``block_size``
   when the DataModule is built, naming both numbers.
-* **Splits.** ``grouped`` (default): a seeded split of groups of genes whose stored sequences overlap on the
-  genome (or are identical), so no test sequence shares bases with a training one and the split does not depend
-  on ``window``; ``random``: the same per gene;
-  ``ordered``: file order, the last ``test_size`` rows test and the ``val_size`` before them validation
-  (Xpresso's rule for its pre-shuffled files). ``split_seed`` is not the training seed, so reseeding training
-  keeps the test set.
 * **Scaling.** Features and label are z-scored with training-split statistics only; ``label_mean`` and
   ``label_std`` map predictions back to label units.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,209 +32,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dnagpt.data.batching import SplitLoaders, per_device_batch_size
+from dnagpt.data.expression_table import SPLIT_METHODS, ExpressionTable, assign_splits, overlap_groups, read_expression_table
+from dnagpt.data.splits import SPLITS, check_split_size
+from dnagpt.data.tables import require_file
+from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.utils.errors import ConfigError, InputError
 from dnagpt.utils.pylogger import RankedLogger
 
-__all__ = ["ExpressionDataModule", "ExpressionTable", "SplitData", "assign_splits", "read_expression_table"]
+__all__ = ["ExpressionDataModule", "SplitData"]
 
 log = RankedLogger(__name__)
-
-SPLITS = ("train", "val", "test")
-SPLIT_METHODS = ("grouped", "random", "ordered")
-
-
-@dataclass(frozen=True)
-class ExpressionTable:
-    """The validated rows of an expression TSV, in file order (label and features after any log10)."""
-
-    path: Path
-    ids: list[str]
-    lines: list[int]  # 1-based line of each row in the file, for error messages
-    sequences: list[str]  # clean upper-case ACGTN, all of one length
-    labels: np.ndarray  # (n,) float64
-    features: np.ndarray  # (n, F) float64
-    species: list[str]
-    coords: list[tuple[str, int, str]] | None  # (chrom, tss, strand) per row when coordinate columns are given
-
-
-def _open_text(path: Path):
-    return gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")
-
-
-def _number(text: str, where: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{where}: {text!r} is not a number (missing values are not allowed)") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{where}: value {text!r} is not finite (NaN/inf features or labels are not allowed)")
-    return value
-
-
-def read_expression_table(
-    path: str | Path,
-    tokenizer,
-    *,
-    id_column: str,
-    label_column: str,
-    sequence_column: str,
-    sequence_length: int,
-    feature_columns: Sequence[str] = (),
-    log10_columns: Sequence[str] = (),
-    species: str = "human",
-    species_column: str | None = None,
-    coordinate_columns: Sequence[str] | None = None,
-) -> ExpressionTable:
-    """Read and check every row; any bad cell is a ValueError naming the file, line and column."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"expression table {path} does not exist")
-    feature_columns, log10_columns = list(feature_columns), list(log10_columns)
-    numeric = [label_column, *feature_columns]
-    if stray := sorted(set(log10_columns) - set(numeric)):
-        raise ValueError(f"log10_columns {stray} are neither the label column nor a feature column ({numeric})")
-    if coordinate_columns is not None and len(coordinate_columns) != 3:
-        raise ValueError(f"coordinate_columns must name (chrom, tss, strand) columns, got {list(coordinate_columns)}")
-    needed = [id_column, label_column, sequence_column, *feature_columns, *(coordinate_columns or [])]
-    needed += [species_column] if species_column else []
-    if species_column is None:
-        try:
-            tokenizer.species_id(species)
-        except ValueError as err:
-            raise ValueError(f"data.species: {err}") from None
-
-    ids, lines, seqs, nums, sps, coords = [], [], [], [], [], []
-    with _open_text(path) as fh:
-        reader = csv.reader(fh, delimiter="\t")
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path} is empty (expected a header row)")
-        if missing := [c for c in dict.fromkeys(needed) if c not in header]:
-            raise ValueError(f"{path}: missing column(s) {missing}; the header has {header}")
-        col = {name: header.index(name) for name in needed}
-        for row in reader:
-            line = reader.line_num
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise ValueError(f"{path}:{line}: {len(row)} fields, the header has {len(header)}")
-            seq = row[col[sequence_column]]
-            if len(seq) != sequence_length:
-                raise ValueError(
-                    f"{path}:{line}: column {sequence_column!r} holds {len(seq)} bp, expected sequence_length="
-                    f"{sequence_length}"
-                )
-            try:
-                seqs.append(tokenizer.clean(seq).tobytes().decode("ascii"))
-            except ValueError as err:
-                raise ValueError(f"{path}:{line}: column {sequence_column!r}: {err}") from None
-            nums.append([_number(row[col[c]], f"{path}:{line}: column {c!r}") for c in numeric])
-            if species_column:
-                name = row[col[species_column]]
-                try:
-                    tokenizer.species_id(name)
-                except ValueError as err:
-                    raise ValueError(f"{path}:{line}: column {species_column!r}: {err}") from None
-                sps.append(name)
-            if coordinate_columns:
-                chrom, tss, strand = (row[col[c]] for c in coordinate_columns)
-                if strand not in ("+", "-"):
-                    raise ValueError(f"{path}:{line}: column {coordinate_columns[2]!r}: strand {strand!r} is not + or -")
-                coords.append((chrom, int(_number(tss, f"{path}:{line}: column {coordinate_columns[1]!r}")), strand))
-            ids.append(row[col[id_column]])
-            lines.append(line)
-    if not ids:
-        raise ValueError(f"{path} has a header but no rows")
-    values = np.asarray(nums, dtype=np.float64)
-    for c in log10_columns:
-        j = numeric.index(c)
-        if (bad := values[:, j] <= -0.1).any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"{path}:{lines[i]}: column {c!r}: log10(x + 0.1) needs x > -0.1, got {values[i, j]}")
-        values[:, j] = np.log10(values[:, j] + 0.1)
-    return ExpressionTable(
-        path, ids, lines, seqs, values[:, 0], values[:, 1:], sps or [species] * len(ids), coords or None
-    )
-
-
-def _split_count(size: float, n: int, name: str) -> int:
-    """A fraction in (0, 1) of ``n`` rows, or a row count (an int >= 1)."""
-    if 0 < size < 1:
-        return round(size * n)
-    if size >= 1 and float(size).is_integer():
-        return int(size)
-    raise ValueError(f"{name}={size} must be a fraction in (0, 1) or a whole number of rows")
-
-
-def assign_splits(
-    groups: np.ndarray, val_size: float, test_size: float, seed: int, method: str = "grouped"
-) -> np.ndarray:
-    """Split name of each row: whole groups go to one split (``ordered`` keeps file order and ignores groups).
-
-    Groups are shuffled with ``seed``; test is filled first, then validation, each until it holds at least its
-    share, so a split may exceed its share by less than one group.
-
-    >>> assign_splits(np.arange(7), 2, 2, seed=0, method="ordered").tolist()
-    ['train', 'train', 'train', 'val', 'val', 'test', 'test']
-    """
-    if method not in SPLIT_METHODS:
-        raise ValueError(f"split={method!r} is not one of {SPLIT_METHODS}")
-    n = len(groups)
-    n_val, n_test = _split_count(val_size, n, "val_size"), _split_count(test_size, n, "test_size")
-    if n_val < 2 or n_test < 2 or n - n_val - n_test < 2:
-        raise ValueError(
-            f"{n} rows cannot be split into val={n_val}, test={n_test} and a training rest: each split needs at "
-            "least 2 rows (R² and correlations are undefined below that)"
-        )
-    out = np.full(n, "train", dtype=object)
-    if method == "ordered":
-        out[n - n_test :] = "test"
-        out[n - n_test - n_val : n - n_test] = "val"
-        return out
-    if method == "random":
-        groups = np.arange(n)
-    uniq = np.unique(groups)
-    order = np.random.default_rng(seed).permutation(len(uniq))
-    filled = {"test": 0, "val": 0}
-    for g in uniq[order]:
-        rows = groups == g
-        split = next((s for s, want in (("test", n_test), ("val", n_val)) if filled[s] < want), "train")
-        out[rows] = split
-        if split != "train":
-            filled[split] += int(rows.sum())
-    if out.tolist().count("train") < 2:
-        raise ValueError(f"after grouping overlapping windows no training rows remain (val {n_val}, test {n_test})")
-    return out
-
-
-def overlap_groups(
-    sequences: Sequence[str], coords: Sequence[tuple[str, int, str]] | None, span: tuple[int, int]
-) -> np.ndarray:
-    """Group id of each row: identical sequences, or sequences whose genomic ``span`` (bp relative to the TSS)
-    overlap, share a group."""
-    parent = list(range(len(sequences)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[str, int] = {}
-    for i, seq in enumerate(sequences):
-        parent[find(i)] = find(first.setdefault(seq, i))
-    if coords is not None:
-        start, end = span
-        # genomic span of each window: downstream is + on the + strand, - on the - strand
-        spans = [(c, t + start, t + end) if s == "+" else (c, t - end + 1, t - start + 1) for c, t, s in coords]
-        rep, reach, chrom = -1, 0, None
-        for i in sorted(range(len(spans)), key=lambda i: spans[i][:2]):
-            c, a, b = spans[i]
-            if c == chrom and a < reach:
-                parent[find(i)] = find(rep)
-                reach = max(reach, b)
-            else:
-                rep, reach, chrom = i, b, c
-    return np.array([find(i) for i in range(len(sequences))])
 
 
 @dataclass(frozen=True)
@@ -278,7 +76,7 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
 
     def __init__(
         self,
-        tokenizer,
+        tokenizer: KmerTokenizer,
         block_size: int,
         path: str | Path,
         batch_size: int = 8,
@@ -302,21 +100,24 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
+        self.path = require_file("path", path)  # read in setup; a wrong path fails here, when the config is built
         if split not in SPLIT_METHODS:
-            raise ValueError(f"data.split={split!r} is not one of {SPLIT_METHODS}")
+            raise ConfigError(f"data.split={split!r} is not one of {SPLIT_METHODS}")
         if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+            raise ConfigError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
         self.tokenizer = tokenizer
         self.window = self._check_window(window, tss_index, sequence_length, tokenizer)
         self.n_features = len(feature_columns)
         self.n_positions = self.prompt_positions(self.window, self.n_features, tokenizer)
         if self.n_positions > block_size:
-            raise ValueError(
+            raise ConfigError(
                 f"the expression prompt needs {self.n_positions} positions (window {list(self.window)} = "
                 f"{self.window[1] - self.window[0]} bp, {self.n_features} features) but the model's block_size is "
                 f"{block_size}; narrow data.window or pick a model with more positions"
             )
-        self.path, self.tss_index, self.sequence_length = Path(path), tss_index, sequence_length
+        check_split_size(val_size, "val_size")
+        check_split_size(test_size, "test_size")
+        self.tss_index, self.sequence_length = tss_index, sequence_length
         self.columns = dict(id_column=id_column, label_column=label_column, sequence_column=sequence_column,
                             feature_columns=list(feature_columns), log10_columns=list(log10_columns),
                             species=species, species_column=species_column,
@@ -332,24 +133,26 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
         self._windows: list[str] = []  # the window DNA of every row
 
     @staticmethod
-    def _check_window(window: Sequence[int], tss_index: int, sequence_length: int, tokenizer) -> tuple[int, int]:
+    def _check_window(
+        window: Sequence[int], tss_index: int, sequence_length: int, tokenizer: KmerTokenizer
+    ) -> tuple[int, int]:
         if len(window) != 2 or not all(float(w).is_integer() for w in window):
-            raise ValueError(f"data.window must be two integers [start, end) relative to the TSS, got {list(window)}")
+            raise ConfigError(f"data.window must be two integers [start, end) relative to the TSS, got {list(window)}")
         start, end = (int(w) for w in window)
         if not -tss_index <= start < end <= sequence_length - tss_index:
-            raise ValueError(
+            raise ConfigError(
                 f"data.window={[start, end]} must satisfy {-tss_index} <= start < end <= {sequence_length - tss_index}: "
                 f"the stored sequences are {sequence_length} bp with the TSS at index {tss_index}"
             )
         if tokenizer.vocab == "fixed" and (end - start) % tokenizer.k:
-            raise ValueError(
+            raise ConfigError(
                 f"data.window={[start, end]} is {end - start} bp, not a multiple of {tokenizer.k}: the fixed "
                 f"{tokenizer.k}-mer vocabulary cannot encode the tail (pick a window of whole {tokenizer.k}-mers)"
             )
         return start, end
 
     @staticmethod
-    def prompt_positions(window: tuple[int, int], n_features: int, tokenizer) -> int:
+    def prompt_positions(window: tuple[int, int], n_features: int, tokenizer: KmerTokenizer) -> int:
         """Expanded prompt length: species + DNA tokens + [<+> <M> + values] + <=> <M>."""
         n_dna = math.ceil((window[1] - window[0]) / tokenizer.k)
         return 1 + n_dna + (2 + n_features if n_features else 0) + 2
@@ -425,7 +228,7 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
     def dataset(self, split: str) -> _TensorDataset:
         self._require_setup()
         if split not in self._datasets:
-            raise ValueError(f"unknown split {split!r}; one of {SPLITS}")
+            raise ConfigError(f"unknown split {split!r}; one of {SPLITS}")
         return self._datasets[split]
 
     def split_data(self, split: str) -> SplitData:
@@ -456,5 +259,5 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
 def _mean_std(x: np.ndarray, column: str, path: Path) -> tuple[float, float]:
     mean, std = float(x.mean()), float(x.std())
     if not std > 0:
-        raise ValueError(f"{path}: column {column!r} is constant ({mean}) in the training split; it cannot be z-scored")
+        raise InputError(f"column {column!r} is constant ({mean}) in the training split; it cannot be z-scored", path)
     return mean, std
