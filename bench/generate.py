@@ -19,7 +19,7 @@ import torch
 
 from bench.common import Row, report
 from bench.reference_gpt import ReferenceGPT
-from dnagpt.data.genomes import read_legend
+from dnagpt.data.genomes_panel import read_legend
 from dnagpt.eval.genomes import generate_haplotypes
 from dnagpt.model import DNAGPT, GPTConfig, generate
 from dnagpt.tokenizer import KmerTokenizer

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnagpt.data.gsr import GSRTable, balance, deduplicate, read_gsr_tsv
+from dnagpt.data.gsr_table import GSRTable, balance, deduplicate, read_gsr_tsv
 
 log = logging.getLogger("make_gsr_subset")
 
@@ -43,7 +43,7 @@ def write_subset(src: Path, signal: str, per_species: int, out: Path, seed: int)
     table, dropped = deduplicate(table)
     table = balance(table, seed)
     index = pick(table, per_species, np.random.default_rng(seed))
-    lines = {int(w.rsplit(":", 1)[1]) for w in table.where[index]}
+    lines = set(table.line[index].tolist())
     with gzip.open(src, "rt") as fh, open(out, "wb") as raw:
         # mtime=0 and no file name in the gzip header: a re-run gives a byte-identical file
         with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz:

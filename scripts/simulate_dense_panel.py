@@ -16,7 +16,7 @@ import msprime
 import numpy as np
 import stdpopsim
 
-from dnagpt.data.genomes import Legend, write_hapt, write_legend
+from dnagpt.data.genomes_panel import Legend, write_hapt, write_legend
 
 log = logging.getLogger("simulate_dense_panel")
 MAP_FILE = "hapmap2_genetic_map_hg19_chr22.txt.gz"

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from dnagpt.data.gsr import GSRDataset, read_gsr_tsv
+from dnagpt.data.gsr import GSRDataset
+from dnagpt.data.gsr_table import read_gsr_tsv
 from dnagpt.eval.attention import AttentionMaps, reduce_attention, token_edges
 from dnagpt.model.config import GPTConfig
 from dnagpt.tasks.gsr import GSRTask

@@ -57,7 +57,7 @@ BAD_COMMAND_LINES: list[tuple[str, list[str], str]] = [
     ("train", ["ckpt_path={tmp}/missing.ckpt"], "ckpt_path={tmp}/missing.ckpt does not exist"),
     ("evaluate", ["ckpt_path={tmp}/missing.ckpt"], "ckpt_path={tmp}/missing.ckpt does not exist"),
     ("train", ["corpus=human", "paths.data_dir={tmp}"], "python download.py corpus=human"),
-    ("train", ["task=gsr", "data.files.pas={tmp}/pas.tsv.gz"], "data.files.pas={tmp}/pas.tsv.gz is not a file"),
+    ("train", ["task=gsr", "data.files.pas={tmp}/pas.tsv.gz"], "data=gsr: files.pas={tmp}/pas.tsv.gz is not a file"),
     ("train", ["trainer.precision=fp8"], "trainer.precision='fp8' is not a Lightning precision"),
     ("train", ["trainer.accelerator=tpu9"], "trainer.accelerator='tpu9' is not one of"),
     ("train", ["trainer.devices=0"], "trainer.devices=0 must be a count"),
@@ -122,9 +122,11 @@ CLI_CASES = [
 ]
 
 
-def _run_cli(script: str, overrides: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess, float]:
+def _run_cli(
+    script: str, overrides: list[str], tmp_path: Path, **env_extra: str
+) -> tuple[subprocess.CompletedProcess, float]:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}  # Hydra's short report, as users get it
-    env |= {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    env |= {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **env_extra}
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(ROOT / f"{script}.py"), *overrides, f"hydra.run.dir={tmp_path}/run",
@@ -147,6 +149,36 @@ def test_cli_prints_one_paragraph_without_traceback(tmp_path, script, overrides,
     assert seconds < 30  # mostly interpreter and import start-up; the check itself takes milliseconds
     if not proc.stderr.startswith(("Could not", "In '")):  # ours, not Hydra's
         assert proc.stderr.startswith("Configuration error: ") and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+NUL_FASTA = b">r1 x\nACGT\nAC\x00GT\n"
+# bad input found while the run reads it (after Lightning's start-up lines): the same one paragraph as its last line
+BAD_INPUT_RUNS = [  # (overrides given the run's tmp dir, how the last line starts, a fragment of it)
+    (lambda t: [f"corpus.species.human.fasta={_write(t / 'nul.fa', NUL_FASTA)}", "trainer.max_steps=2"],
+     "Input error: ", "nul.fa, line 3: control byte 0x00"),
+    (lambda t: [f"init_from={ROOT / 'README.md'}"], "Checkpoint error: ", "README.md: truncated or not a checkpoint"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("make", "label", "fragment"), BAD_INPUT_RUNS, ids=[f for _, _, f in BAD_INPUT_RUNS])
+def test_bad_input_ends_the_run_with_one_paragraph(tmp_path, make, label, fragment) -> None:
+    proc, _ = _run_cli("train", make(tmp_path), tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(label) and fragment in last, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_hydra_full_error_shows_the_traceback_of_our_errors(tmp_path) -> None:
+    proc, _ = _run_cli("train", [f"init_from={ROOT / 'README.md'}"], tmp_path, HYDRA_FULL_ERROR="1")
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "CheckpointError: init_from=" in proc.stderr
 
 
 def _compose_shipped(overrides: list[str]):

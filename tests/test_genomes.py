@@ -18,7 +18,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, read_write
 
-from dnagpt.data.genomes import decode_haplotypes, load_hapt_panel, load_vcf_panel, read_hapt
+from dnagpt.data.genomes import decode_haplotypes
+from dnagpt.data.genomes_panel import load_hapt_panel, load_vcf_panel, read_hapt
 from dnagpt.eval import popgen
 from dnagpt.eval.genomes import COLUMNS, GenomesEvaluator, allowed_mask, generate_haplotypes
 from dnagpt.model.config import GPTConfig

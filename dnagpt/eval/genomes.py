@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dnagpt.data.genomes import GenomesDataModule, Legend, decode_haplotypes, write_hapt, write_vcf
+from dnagpt.data.genomes import GenomesDataModule, decode_haplotypes
+from dnagpt.data.genomes_panel import Legend, write_hapt, write_vcf
 from dnagpt.eval import popgen
 from dnagpt.model.generate import generate
 from dnagpt.model.gpt import DNAGPT

@@ -30,7 +30,8 @@ from torchmetrics.functional.classification import (
     binary_matthews_corrcoef,
 )
 
-from dnagpt.data.gsr import SIGNALS, cut_signal
+from dnagpt.data.gsr import cut_signal
+from dnagpt.data.gsr_table import SIGNALS
 from dnagpt.eval.kmer_baselines import KmerLogistic
 from dnagpt.utils.plots import save_figure, subplots
 from dnagpt.utils.pylogger import RankedLogger
