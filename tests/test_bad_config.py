@@ -157,9 +157,10 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 NUL_FASTA = b">r1 x\nACGT\nAC\x00GT\n"
+QUICK = ["trainer.max_steps=2", "task.scheduler.warmup_steps=0", "trainer.val_check_interval=1", "data.num_workers=0"]
 # bad input found while the run reads it (after Lightning's start-up lines): the same one paragraph as its last line
 BAD_INPUT_RUNS = [  # (overrides given the run's tmp dir, how the last line starts, a fragment of it)
-    (lambda t: [f"corpus.species.human.fasta={_write(t / 'nul.fa', NUL_FASTA)}", "trainer.max_steps=2"],
+    (lambda t: [f"corpus.species.human.fasta={_write(t / 'nul.fa', NUL_FASTA)}", *QUICK],
      "Input error: ", "nul.fa, line 3: control byte 0x00"),
     (lambda t: [f"init_from={ROOT / 'README.md'}"], "Checkpoint error: ", "README.md: truncated or not a checkpoint"),
 ]

@@ -144,18 +144,21 @@ def test_optuna_sweep_survives_a_failed_trial_and_returns_the_best(tmp_path: Pat
     assert not sweep.exists() or not job_dirs(sweep)  # refused before the first job
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    # a negative weight decay makes AdamW raise inside fit, after the trial's W&B run started; sampler seed 3 draws
-    # completed, failed, completed (asserted below, so a change of sampler shows)
+    # a FASTA with a NUL byte is refused when the data is prepared, inside fit, after the trial's W&B run started;
+    # sampler seed 6 draws it, it again, then the bundled file (asserted below, so a change of sampler shows)
+    good, bad = ROOT / "dnagpt/resources/bundled/human.fa.gz", tmp_path / "nul.fa"
+    bad.write_bytes(b">r1\nACGT\x00ACGT\n")
     done = run_train(
-        [*base, "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=3", f"hydra.sweeper.storage={storage}",
-         "logger=many", "task.optimizer.weight_decay=choice(0.01,-1.0)"], tmp_path,
+        [*base, "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=6", f"hydra.sweeper.storage={storage}",
+         "logger=many", f"corpus.species.human.fasta=choice({bad},{good})"], tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     trials = optuna.load_study(study_name="pretrain_optuna", storage=storage).trials
-    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
     jobs = job_dirs(sweep)
-    assert [float(job_overrides(j)["task.optimizer.weight_decay"]) < 0 for j in jobs] == [False, True, False]
-    values = [json.loads((j / "metrics.json").read_text())["val/loss_best"] for j in (jobs[0], jobs[2])]
+    failed = [job_overrides(j)["corpus.species.human.fasta"] == str(bad) for j in jobs]
+    assert failed == [True, True, False]  # the sweep goes on after failed trials
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "COMPLETE"]
+    values = [json.loads((j / "metrics.json").read_text())["val/loss_best"] for j in jobs[2:]]
     assert [t.value for t in trials if t.value is not None] == pytest.approx(values)
     results = OmegaConf.load(sweep / "optimization_results.yaml")
     assert results.best_value == pytest.approx(min(values))

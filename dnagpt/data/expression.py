@@ -1,6 +1,6 @@
 """Expression regression batches (Xpresso geometry): the prompt of each promoter window, z-scored labels, the DataModule.
 
-The prompt of REFERENCE §4, one sentence per gene::
+The prompt of the released DNAGPT code, one sentence per gene::
 
     <species> DNA(window) <+> <M>[f_1 .. f_F] <=> <M>        (F numeric features)
     <species> DNA(window) <=> <M>                            (sequence only, F = 0)

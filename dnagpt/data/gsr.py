@@ -1,6 +1,6 @@
 """Genomic signal region (GSR) recognition batches: the prompt of each window and the DataModule that serves them.
 
-The prompt is the one of the release (``shared/REFERENCE.md`` §4)::
+The prompt is the one of the released DNAGPT code::
 
     <species> + the 600 bp window with the central signal cut out + <=>     → answer token N (true) / A (false)
 

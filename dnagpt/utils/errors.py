@@ -22,6 +22,10 @@ class DnagptError(Exception):
 
     label = "Error"  # how the entry points introduce the message
 
+    def report(self) -> str:
+        """The one paragraph a user sees: ``Input error: <file>, line 3: ...``."""
+        return f"{self.label}: {self}"
+
 
 class ConfigError(DnagptError, ValueError):
     """A configuration that cannot run."""
@@ -79,4 +83,4 @@ def error_boundary() -> Iterator[None]:
     except DnagptError as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        sys.exit(f"{err.label}: {err}")
+        sys.exit(err.report())

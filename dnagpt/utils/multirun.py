@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
 from dnagpt.config_checks import check_optimized_metric
-from dnagpt.utils.errors import error_boundary
+from dnagpt.utils.errors import ConfigError, error_boundary
 from dnagpt.utils.resolvers import in_multirun
 
 # what Lightning's subprocess launcher sets in the launching process's own environment
@@ -40,12 +40,14 @@ class CheckOptimizedMetric(Callback):
     """Hydra callback: check ``optimized_metric`` once, before a multirun launches its first job.
 
     Only that key: the rest of the primary config holds defaults that the sweep replaces per job. Hydra turns a
-    callback's exception into a warning, so a refusal leaves through ``SystemExit`` (``error_boundary``).
+    callback's exception into a warning, so a refusal leaves through ``SystemExit`` (even under ``HYDRA_FULL_ERROR``).
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        with error_boundary():
+        try:
             check_optimized_metric(config)
+        except ConfigError as err:
+            sys.exit(err.report())
 
 
 @contextmanager
