@@ -1,8 +1,11 @@
 """Train and evaluate from a composed Hydra config: the only place that instantiates configs.
 
-``train(cfg)`` is the lightning-hydra-template checklist: seed → tokenizer → data → model config → task → callbacks,
-loggers, trainer → fit → test → a summary of where everything was written. Entry points (``train.py``, ``evaluate.py``)
-only compose the config and call these, so tests import functions instead of running scripts.
+``train(cfg)`` is the lightning-hydra-template checklist, cheapest first so that a refusal costs nothing: check the config
+→ read the checkpoint to resume (once) → tokenizer, data, model config → loggers, callbacks, trainer → seed → task (the
+network) → initial weights → fit → test → a summary of where everything was written. Every component is built once,
+through ``instantiate_group``, which turns a refused constructor argument into one ``ConfigError`` naming the group.
+Entry points (``train.py``, ``evaluate.py``) only compose the config and call these inside the error boundary, so tests
+import functions instead of running scripts.
 """
 
 import json
