@@ -28,7 +28,7 @@ from dnagpt.data.genomes_panel import (
     split_individuals,
 )
 from dnagpt.data.tables import require_file
-from dnagpt.tokenizer import KmerTokenizer
+from dnagpt.tokenizer import IGNORE_INDEX, KmerTokenizer
 from dnagpt.utils.errors import ConfigError
 
 __all__ = ["GenomesDataModule", "collate_sentences", "decode_haplotypes", "encode_haplotypes"]
@@ -86,7 +86,7 @@ class _Sentences(Dataset):
 def collate_sentences(rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Equal-length sentences → ``input_ids``, shifted ``labels`` (−100 on the last position) and ``attention_mask``."""
     ids = torch.stack(rows)
-    labels = torch.full_like(ids, -100)
+    labels = torch.full_like(ids, IGNORE_INDEX)
     labels[:, :-1] = ids[:, 1:]
     return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids, dtype=torch.bool)}
 
