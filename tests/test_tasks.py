@@ -1,12 +1,17 @@
 """The task modules' contract: losses, strict weights-only init from every source, tokenizer checks on checkpoints."""
 
+import math
+from collections import Counter
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from dnagpt.callbacks import Order0Baseline
 from dnagpt.model import GPTConfig, save_pretrained
 from dnagpt.tasks.pretrain import PretrainTask
 from dnagpt.tokenizer import KmerTokenizer
@@ -50,6 +55,23 @@ def test_loss_is_the_weighted_sum_of_its_parts() -> None:
     assert res["n_targets"] == (batch()["labels"] != -100).sum()
     res["loss"].backward()
     assert all(p.grad is not None for p in task.model.number_embedding.parameters())  # the GC value is an input too
+
+
+def test_loss_matches_an_independent_computation() -> None:
+    """The fused, chunked token loss and the task's bookkeeping against plain logits and torch's losses."""
+    task, b = make_task(), batch()
+    out = task.model(b["input_ids"], values=b["values"], value_pos=b["value_pos"], value_mask=b["value_mask"],
+                     reg_pos=b["value_pos"])  # fmt: skip
+    logits = out.logits.double()
+    token = F.cross_entropy(logits.flatten(0, 1), b["labels"].flatten(), ignore_index=-100)
+    at_answer = logits[torch.arange(len(logits)), b["order_pos"]]
+    answer = torch.where(b["order_label"] == 1, TOK.true_id, TOK.false_id)
+    order = F.cross_entropy(at_answer, answer)
+    gc = ((out.value_pred.double() - b["values"].double()) ** 2).mean()
+    want = token + task.order_loss_weight * order + task.reg_loss_weight * gc
+    got = task.model_step(b)
+    torch.testing.assert_close(got["loss"].double(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got["token_loss"].double(), token, rtol=1e-5, atol=1e-5)
 
 
 def test_batch_without_targets_is_an_error() -> None:
@@ -133,3 +155,29 @@ def test_gradient_clipping_with_the_fused_optimizer() -> None:
     task.configure_gradient_clipping(opt, gradient_clip_val=0.01, gradient_clip_algorithm="norm")
     grads = [p.grad for p in task.model.parameters() if p.grad is not None]
     assert torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) <= 0.01 + 1e-6
+
+
+def test_order0_yardstick_equals_a_hand_count() -> None:
+    """Entropy of the training unigram and add-one cross-entropy on validation targets, counted here with a Counter."""
+    rng = np.random.default_rng(0)
+    vocab = 12
+    train_batches = [rng.integers(-1, vocab, size=(3, 7)) for _ in range(4)]  # -1 stands for ignored positions
+    val_batches = [rng.integers(-1, vocab, size=(2, 5)) for _ in range(2)]
+    logged: dict = {}
+    module = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(vocab_size=vocab)),
+                             log_dict=lambda metrics, **_: logged.update(metrics))  # fmt: skip
+    trainer = SimpleNamespace(sanity_checking=False)
+    yardstick = Order0Baseline()
+    for b in train_batches:
+        yardstick.on_train_batch_end(trainer, module, None, {"labels": torch.as_tensor(np.where(b < 0, -100, b))}, 0)
+    for b in val_batches:
+        yardstick.on_validation_batch_end(trainer, module, None, {"labels": torch.as_tensor(np.where(b < 0, -100, b))}, 0)
+    yardstick.on_validation_epoch_end(trainer, module)
+
+    train_counts = Counter(int(x) for b in train_batches for x in b.flat if x >= 0)
+    n = sum(train_counts.values())
+    entropy = -sum(c / n * math.log(c / n) for c in train_counts.values())
+    val = [int(x) for b in val_batches for x in b.flat if x >= 0]
+    cross_entropy = -sum(math.log((train_counts[x] + 1) / (n + vocab)) for x in val) / len(val)
+    assert float(logged["train/order0_entropy"]) == pytest.approx(entropy, rel=1e-6)
+    assert float(logged["val/order0_ce"]) == pytest.approx(cross_entropy, rel=1e-6)
