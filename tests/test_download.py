@@ -50,8 +50,8 @@ class RangeHandler(BaseHTTPRequestHandler):
         body = PAYLOAD[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        srv.bytes_sent += len(body)  # counted before sending: the client may return before this thread runs again
         self.wfile.write(body)
-        srv.bytes_sent += len(body)
 
     def log_message(self, *args) -> None:
         pass
