@@ -295,6 +295,14 @@ class KmerTokenizer:
             raise CheckpointError(f"tokenizer spec says vocab_size={d['vocab_size']} but {tok!r} has {len(tok)}")
         return tok
 
+    @property
+    def bases_per_token(self) -> np.ndarray:
+        """(vocab,) how many bases each id spells: k for a full k-mer, less for a tail k-mer, 0 for a special token.
+
+        What turns a token loss into bits per base honestly: divide by the bases the target tokens spell.
+        """
+        return self._lens.copy()
+
     # ----- single tokens -----
     def token_id(self, token: str) -> int:
         """Id of one token: a tag (``<M>``, ``<R>``, ``<Human>``) or an upper-case k-mer of this vocab."""

@@ -72,6 +72,8 @@ def test_loss_matches_an_independent_computation() -> None:
     got = task.model_step(b)
     torch.testing.assert_close(got["loss"].double(), want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got["token_loss"].double(), token, rtol=1e-5, atol=1e-5)
+    targets = b["labels"][b["labels"] != -100]
+    assert int(got["n_bases"]) == sum(len(TOK.id_to_token(int(t))) for t in targets)  # what bits per base divides by
 
 
 def test_batch_without_targets_is_an_error() -> None:

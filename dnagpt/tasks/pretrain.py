@@ -6,7 +6,14 @@ The batch layout is documented in ``docs/pretraining_samples.md``. Labels arrive
 target of ``logits[:, t]``), with −100 on everything that is not a DNA token, so the token loss never sees prompts or pads.
 The order answer (``N`` = reversed, ``A`` = forward) is read from the token head at ``order_pos``; the GC value is read from
 the regression head at each ``<M>``, which by construction never sees the value inserted after it.
+
+``{val,test}/bits_per_base`` is the token cross-entropy summed over the target tokens, in bits, divided by the bases
+those tokens spell (``KmerTokenizer.bases_per_token``: 6 for a 6-mer, fewer for a tail k-mer); only DNA tokens are
+targets here, so no special token enters it. It is measured on the held-out windows as the model sees them: half of
+them reversed (the order task), which is also the mix the Markov yardstick (``dnagpt.eval.markov``) is fitted on.
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +35,7 @@ class PretrainTask(DNAGPTTask):
     LOGGED_METRICS = frozenset(
         {"train/loss", "train/token_loss", "train/order_loss", "train/gc_loss", "val/loss_best"}
         | {"train/order0_entropy", "val/order0_ce"}  # the yardstick of configure_callbacks
-    ) | held_out("loss", "token_loss", "ppl", "order_acc", "gc_r2")
+    ) | held_out("loss", "token_loss", "bits_per_base", "ppl", "order_acc", "gc_r2")
 
     def __init__(self, *args, reg_loss_weight: float = 0.01, order_loss_weight: float = 1.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -37,6 +44,8 @@ class PretrainTask(DNAGPTTask):
         # one metric object per split (torchmetrics must not be shared across splits)
         self.loss_mean = nn.ModuleDict({s: MeanMetric() for s in EVAL_SPLITS})
         self.token_loss_mean = nn.ModuleDict({s: MeanMetric() for s in EVAL_SPLITS})
+        self.bits_per_base = nn.ModuleDict({s: MeanMetric() for s in EVAL_SPLITS})  # weighted by bases
+        self.register_buffer("bases_of", torch.as_tensor(self.tokenizer.bases_per_token), persistent=False)
         self.order_acc = nn.ModuleDict({s: BinaryAccuracy() for s in EVAL_SPLITS})
         self.gc_r2 = nn.ModuleDict({s: R2Score() for s in EVAL_SPLITS})
         self.val_loss_best = MinMetric()
@@ -62,6 +71,7 @@ class PretrainTask(DNAGPTTask):
             raise ValueError(f"a pre-training batch has no DNA target token (all labels are {IGNORE_INDEX})")
         # the token loss only where there is a target, through the fused chunked head: no (N, V) logits
         token_loss = self.model.token_loss(out.hidden[target], labels[target])
+        n_bases = self.bases_of[labels[target]].sum()
 
         rows = torch.arange(labels.shape[0], device=labels.device)
         order_logits = self.model.logits(out.hidden[rows, batch["order_pos"]])  # (B, V)
@@ -78,7 +88,7 @@ class PretrainTask(DNAGPTTask):
         loss = token_loss + self.order_loss_weight * order_loss + self.reg_loss_weight * gc_loss
         return {
             "loss": loss, "token_loss": token_loss, "order_loss": order_loss, "gc_loss": gc_loss,
-            "n_targets": n_targets, "p_reversed": p_reversed, "gc_pred": gc_pred, "gc_true": gc_true,
+            "n_targets": n_targets, "n_bases": n_bases, "p_reversed": p_reversed, "gc_pred": gc_pred, "gc_true": gc_true,
         }
 
     def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor] | None:
@@ -93,6 +103,8 @@ class PretrainTask(DNAGPTTask):
             return res
         self.loss_mean[split].update(res["loss"].detach())
         self.token_loss_mean[split].update(res["token_loss"].detach(), weight=res["n_targets"])
+        bits = res["token_loss"].detach() * res["n_targets"] / (res["n_bases"] * math.log(2))
+        self.bits_per_base[split].update(bits, weight=res["n_bases"])
         self.order_acc[split].update(res["p_reversed"].detach(), batch["order_label"])
         if res["gc_true"].numel():
             self.gc_r2[split].update(res["gc_pred"].detach(), res["gc_true"])
@@ -103,6 +115,7 @@ class PretrainTask(DNAGPTTask):
         metrics = {
             f"{split}/loss": self.loss_mean[split].compute(),
             f"{split}/token_loss": token_loss,
+            f"{split}/bits_per_base": self.bits_per_base[split].compute(),
             f"{split}/ppl": torch.exp(token_loss),
             f"{split}/order_acc": self.order_acc[split].compute(),
         }
@@ -112,5 +125,5 @@ class PretrainTask(DNAGPTTask):
             self.val_loss_best.update(metrics["val/loss"])
             metrics["val/loss_best"] = self.val_loss_best.compute()
         self.log_dict(metrics, prog_bar=split == "val")
-        for metric in (self.loss_mean, self.token_loss_mean, self.order_acc, self.gc_r2):
+        for metric in (self.loss_mean, self.token_loss_mean, self.bits_per_base, self.order_acc, self.gc_r2):
             metric[split].reset()
