@@ -1,5 +1,5 @@
-"""Callbacks of our own: the loss-curve picture a person looks at after a run, the order-0 yardstick, and the
-checkpoint a preempted job leaves behind."""
+"""Callbacks of our own: the loss-curve picture a person looks at after a run and the checkpoint a preempted job leaves
+behind (the pre-training yardsticks are in ``dnagpt.tasks.yardsticks``)."""
 
 import signal
 import threading
@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
@@ -31,6 +30,7 @@ class LossCurvePlot(Callback):
     DEFAULT_PANELS = {  # one set for every task: each run shows the panels whose keys it logs
         "loss": ["train/loss", "val/loss"],
         "token loss (nats)": ["train/token_loss", "val/token_loss", "val/order0_ce"],
+        "bits per base": ["val/bits_per_base", "val/markov_bits_per_base", "val/order0_bits_per_base"],
         "validation AUROC": ["val/auroc"],
         "validation R²": ["val/r2", "val/pearson_r2"],
     }
@@ -76,6 +76,8 @@ class LossCurvePlot(Callback):
                     ax.plot(steps[window - 1:], smooth, lw=1.5, color=line.get_color(), label=f"{key} (mean of {window})")
                 elif "order0" in key:
                     ax.plot(steps, values, "--", color="grey", label=f"{key} (unigram yardstick)")
+                elif "markov" in key:
+                    ax.plot(steps, values, ":", color="black", label=f"{key} (order-k Markov yardstick)")
                 else:
                     ax.plot(steps, values, "o-", ms=4, label=key)
             ax.set_title(title)
@@ -83,49 +85,6 @@ class LossCurvePlot(Callback):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         save_figure(fig, self.path)
-
-
-class Order0Baseline(Callback):
-    """The order-0 yardstick of the token loss, measured on the very batches the model trains and validates on.
-
-    ``train/order0_entropy`` is the entropy (nats) of the unigram distribution of every training target seen so far;
-    ``val/order0_ce`` is the cross-entropy of that distribution (add-one smoothed) on the validation targets. A model
-    that learned only k-mer frequencies has ``val/token_loss`` ≈ ``val/order0_ce``; learning context takes it below.
-    """
-
-    def __init__(self, labels_key: str = "labels") -> None:
-        self.labels_key = labels_key
-        self.train_counts: torch.Tensor | None = None
-        self.val_counts: torch.Tensor | None = None
-
-    def _count(self, counts: torch.Tensor | None, batch: dict, vocab_size: int) -> torch.Tensor:
-        labels = batch[self.labels_key]
-        new = torch.bincount(labels[labels >= 0].flatten().cpu(), minlength=vocab_size)
-        return new if counts is None else counts + new
-
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
-        self.train_counts = self._count(self.train_counts, batch, pl_module.model.config.vocab_size)
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if not trainer.sanity_checking:
-            self.val_counts = self._count(self.val_counts, batch, pl_module.model.config.vocab_size)
-
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.train_counts is None or self.val_counts is None:
-            return
-        p_train = self.train_counts.double() / self.train_counts.sum()
-        entropy = -(p_train[p_train > 0] * p_train[p_train > 0].log()).sum()
-        smoothed = (self.train_counts.double() + 1) / (self.train_counts.sum() + len(self.train_counts))
-        cross_entropy = -(self.val_counts.double() * smoothed.log()).sum() / self.val_counts.sum()
-        metrics = {"train/order0_entropy": entropy.float(), "val/order0_ce": cross_entropy.float()}
-        pl_module.log_dict(metrics, sync_dist=True)  # under DDP: the mean of the ranks' estimates
-        self.val_counts = None
-
-    def state_dict(self) -> dict:
-        return {"train_counts": self.train_counts}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.train_counts = state_dict["train_counts"]
 
 
 def preempted_step(trainer: Trainer) -> int | None:

@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dnagpt.callbacks import Order0Baseline
 from dnagpt.model import GPTConfig, save_pretrained
 from dnagpt.tasks.pretrain import PretrainTask
+from dnagpt.tasks.yardsticks import Order0Baseline
 from dnagpt.tokenizer import KmerTokenizer
 
 TOK = KmerTokenizer()
@@ -166,7 +166,8 @@ def test_order0_yardstick_equals_a_hand_count() -> None:
     train_batches = [rng.integers(-1, vocab, size=(3, 7)) for _ in range(4)]  # -1 stands for ignored positions
     val_batches = [rng.integers(-1, vocab, size=(2, 5)) for _ in range(2)]
     logged: dict = {}
-    module = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(vocab_size=vocab)),
+    config = SimpleNamespace(vocab_size=vocab)
+    module = SimpleNamespace(model=SimpleNamespace(config=config), bases_of=torch.arange(vocab) % 7,
                              log_dict=lambda metrics, **_: logged.update(metrics))  # fmt: skip
     trainer = SimpleNamespace(sanity_checking=False)
     yardstick = Order0Baseline()
@@ -183,3 +184,5 @@ def test_order0_yardstick_equals_a_hand_count() -> None:
     cross_entropy = -sum(math.log((train_counts[x] + 1) / (n + vocab)) for x in val) / len(val)
     assert float(logged["train/order0_entropy"]) == pytest.approx(entropy, rel=1e-6)
     assert float(logged["val/order0_ce"]) == pytest.approx(cross_entropy, rel=1e-6)
+    bases = sum(x % 7 for x in val)  # the stub's bases per token id
+    assert float(logged["val/order0_bits_per_base"]) == pytest.approx(cross_entropy * len(val) / bases / math.log(2))

@@ -22,8 +22,10 @@ def test_fast_dev_run(make_cfg) -> None:
 
 def test_short_run_writes_checkpoint_metrics_and_plot(make_cfg, tmp_path: Path) -> None:
     metrics = train(make_cfg("train"))
-    for key in ("val/loss", "val/ppl", "val/order_acc", "val/gc_r2", "test/loss"):
+    for key in ("val/loss", "val/ppl", "val/order_acc", "val/gc_r2", "test/loss", "test/bits_per_base",
+                "test/markov_bits_per_base", "val/order0_bits_per_base"):
         assert key in metrics, sorted(metrics)
+    assert 1.5 < metrics["test/markov_bits_per_base"] < 2.0  # real DNA: below the 2 bits of a uniform guess
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert (tmp_path / "loss_curve.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "metrics.json").read_text())

@@ -14,7 +14,7 @@ the same (a mismatch is warned about).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +214,19 @@ class PretrainDataModule(L.LightningDataModule):
                 f"least {self.builder.window_bp} bp with at most {self.corpus.max_n_frac:.0%} N"
             )
         return items
+
+    def training_sequences(self) -> Iterator[np.ndarray]:
+        """The bases of every training region, species by species (forward strand): what a yardstick is fitted on."""
+        self._require_setup()
+        for plan in self._plans:
+            for region in plan.train:
+                yield plan.genome.window(region.record, region.start, region.end)
+
+    def heldout_sequences(self, split: str) -> list[np.ndarray]:
+        """The bases of each ``split`` window as the model reads them (reversed where the order task drew so)."""
+        self._require_setup()
+        return [self.builder.present(self._plans[i].genome.window(r.record, r.start, r.end), draw)
+                for i, r, draw in self._heldout_items(split)]  # fmt: skip
 
     def _require_setup(self) -> None:
         if self._plans is None:

@@ -99,14 +99,17 @@ class SampleBuilder:
         cuts = tuple(int(v) + (i + 1) * self.min_segment_tokens for i, v in enumerate(x))
         return SampleDraw(reverse=reverse, rc=rc, cuts=cuts)
 
+    @staticmethod
+    def present(window: np.ndarray, draw: SampleDraw) -> np.ndarray:
+        """The window's bases as the sentence spells them: reverse-complemented, then reversed, as drawn."""
+        bp = reverse_complement(window) if draw.rc else window
+        return np.ascontiguousarray(bp[::-1] if draw.reverse else bp)
+
     def build(self, window: np.ndarray, species_id: int, draw: SampleDraw) -> dict[str, np.ndarray]:
         """One sentence; ``labels`` are already shifted (``labels[t]`` is the target of position ``t``)."""
         if window.shape != (self.window_bp,):
             raise ValueError(f"window of {window.shape} bases, expected ({self.window_bp},)")
-        bp = reverse_complement(window) if draw.rc else window
-        if draw.reverse:
-            bp = bp[::-1]
-        bp = np.ascontiguousarray(bp)
+        bp = self.present(window, draw)
         dna = self.tok.encode_dna(bp)  # (n_dna,)
         per_tok = bp.reshape(self.n_dna, _K)
         gc_cum = np.concatenate([[0], np.cumsum(((per_tok == _G) | (per_tok == _C)).sum(1))])

@@ -10,7 +10,7 @@ the regression head at each ``<M>``, which by construction never sees the value 
 ``{val,test}/bits_per_base`` is the token cross-entropy summed over the target tokens, in bits, divided by the bases
 those tokens spell (``KmerTokenizer.bases_per_token``: 6 for a 6-mer, fewer for a tail k-mer); only DNA tokens are
 targets here, so no special token enters it. It is measured on the held-out windows as the model sees them: half of
-them reversed (the order task), which is also the mix the Markov yardstick (``dnagpt.eval.markov``) is fitted on.
+them reversed (the order task), which is also the mix the Markov yardstick (``dnagpt.model.markov``) is fitted on.
 """
 
 import math
@@ -22,9 +22,9 @@ from torch import nn
 from torchmetrics import MeanMetric, MinMetric, R2Score
 from torchmetrics.classification import BinaryAccuracy
 
-from dnagpt.callbacks import Order0Baseline
 from dnagpt.data.pretrain import PretrainDataModule
 from dnagpt.tasks.base import DNAGPTTask, held_out
+from dnagpt.tasks.yardsticks import MarkovYardstick, Order0Baseline
 from dnagpt.tokenizer import IGNORE_INDEX
 
 EVAL_SPLITS = ("val", "test")  # train reports per-step values; held-out splits accumulate over the epoch
@@ -34,13 +34,17 @@ class PretrainTask(DNAGPTTask):
     DATA_MODULE = PretrainDataModule
     LOGGED_METRICS = frozenset(
         {"train/loss", "train/token_loss", "train/order_loss", "train/gc_loss", "val/loss_best"}
-        | {"train/order0_entropy", "val/order0_ce"}  # the yardstick of configure_callbacks
-    ) | held_out("loss", "token_loss", "bits_per_base", "ppl", "order_acc", "gc_r2")
+        | {"train/order0_entropy", "val/order0_ce", "val/order0_bits_per_base"}  # the yardsticks of configure_callbacks
+    ) | held_out("loss", "token_loss", "bits_per_base", "ppl", "order_acc", "gc_r2", "markov_bits_per_base", "markov_order")
 
-    def __init__(self, *args, reg_loss_weight: float = 0.01, order_loss_weight: float = 1.0, **kwargs) -> None:
+    def __init__(
+        self, *args, reg_loss_weight: float = 0.01, order_loss_weight: float = 1.0, markov_max_order: int | None = 10,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.reg_loss_weight = reg_loss_weight
         self.order_loss_weight = order_loss_weight
+        self.markov_max_order = markov_max_order
         # one metric object per split (torchmetrics must not be shared across splits)
         self.loss_mean = nn.ModuleDict({s: MeanMetric() for s in EVAL_SPLITS})
         self.token_loss_mean = nn.ModuleDict({s: MeanMetric() for s in EVAL_SPLITS})
@@ -51,9 +55,10 @@ class PretrainTask(DNAGPTTask):
         self.val_loss_best = MinMetric()
 
     def configure_callbacks(self) -> list[Callback]:
-        """The order-0 (unigram) yardstick of the token loss, measured on the batches this task sees: part of the task,
-        so it is there whatever ``callbacks=`` the run picks."""
-        return [Order0Baseline()]
+        """The yardsticks of the token loss (``dnagpt.tasks.yardsticks``): part of the task, so they are there whatever
+        ``callbacks=`` the run picks. ``markov_max_order=null`` leaves the Markov one out."""
+        markov = [] if self.markov_max_order is None else [MarkovYardstick(self.markov_max_order)]
+        return [Order0Baseline(), *markov]
 
     def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.model(

@@ -1,0 +1,51 @@
+"""The order-k Markov yardstick: hand-counted estimates, N and sequence boundaries, and a known source recovered."""
+
+import math
+
+import numpy as np
+import pytest
+
+from dnagpt.model.markov import MarkovModel, choose_order
+
+
+def test_order_one_estimate_equals_a_hand_count() -> None:
+    model = MarkovModel(1).fit(["ACAC", "AG"])
+    # order 0 counts A 3, C 2, G 1 (6 bases); order 1 contexts: A->C twice, C->A once, A->G once
+    beta = 2.0
+    p0 = {b: (n + beta * 0.25) / (6 + beta) for b, n in zip("ACGT", (3, 2, 1, 0), strict=True)}
+    # scoring "ACG": A has no context (order-0 estimate); C after A: (2 + β p0(C)) / (3 + β); G after C: C was followed
+    # only by A, once: (0 + β p0(G)) / (1 + β)
+    want = -(math.log2(p0["A"]) + math.log2((2 + beta * p0["C"]) / (3 + beta)) + math.log2(beta * p0["G"] / (1 + beta)))
+    total, n = model.bits(["ACG"], beta)
+    assert n == 3 and total[1] == pytest.approx(want)
+    assert total[0] == pytest.approx(-sum(math.log2(p0[b]) for b in "ACG"))
+
+
+def test_n_breaks_contexts_and_sequences_stay_apart() -> None:
+    joined = MarkovModel(2).fit(["ACGTNACGT"])
+    split = MarkovModel(2).fit(["ACGT", "ACGT"])
+    for a, b in zip(joined.counts, split.counts, strict=True):  # the N is neither counted nor a context
+        np.testing.assert_array_equal(a, b)
+    across = MarkovModel(2).fit(["ACGTACGT"])
+    assert across.counts[2].sum() > split.counts[2].sum()  # without the break, contexts run through
+    assert MarkovModel(1).bits(["NNNA"], 1.0)[1] == 1  # only clean bases are scored
+
+
+def test_a_known_order_two_source_is_recovered() -> None:
+    rng = np.random.default_rng(0)
+    table = rng.dirichlet(np.full(4, 0.3), size=16)  # P(next | last two bases)
+
+    def sample(n: int) -> np.ndarray:
+        codes = [0, 1]
+        for _ in range(n):
+            codes.append(rng.choice(4, p=table[codes[-1] + 4 * codes[-2]]))
+        return np.frombuffer(bytes(b"ACGT"[c] for c in codes), dtype=np.uint8), codes
+
+    (train, _), (val, val_codes) = sample(100_000), sample(20_000)
+    model = MarkovModel(5).fit([train])
+    order, beta, grid = choose_order(model, [val])
+    truth = -np.mean([math.log2(table[val_codes[i - 1] + 4 * val_codes[i - 2]][val_codes[i]])
+                      for i in range(2, len(val_codes))])  # fmt: skip
+    assert order == 2
+    assert grid[(order, beta)] == pytest.approx(truth, abs=0.01)
+    assert grid[(0, beta)] > grid[(1, beta)] > grid[(2, beta)]
