@@ -55,6 +55,11 @@ def instantiate_loggers(cfg: DictConfig | None, resume_wandb_id: str | None = No
         kwargs = {}
         if name == "wandb" and resume_wandb_id and not lg_cfg.get("id"):
             kwargs = {"id": resume_wandb_id, "resume": "allow"}  # a resumed run continues its W&B run
+        if name == "wandb" and lg_cfg.get("offline"):
+            log.info(
+                f"W&B offline: the run is written under {lg_cfg.save_dir}/wandb/offline-run-*; `wandb sync` uploads its "
+                "config, metrics and logs later, not the model checkpoints (they stay in checkpoints/)"
+            )
         loggers.append(instantiate_group(f"logger.{name}", lg_cfg, label=f"logger.{name}", **kwargs))
     return loggers
 

@@ -3,6 +3,8 @@
 Tests train on the small real excerpts the package ships (dnagpt/resources), never on the network.
 """
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,20 @@ def compose_cfg(config_name: str, overrides: list[str], tmp_path: Path, cache_di
         cfg.hydra.job.num = 0
     HydraConfig().set_config(cfg)
     return cfg
+
+
+@pytest.fixture(scope="session", autouse=True)
+def wandb_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """W&B stages a copy of every logged model under WANDB_DATA_DIR (by default in the home directory, never cleaned):
+    keep the suite's in its temporary directory, for this process and the runs it starts."""
+    path = tmp_path_factory.mktemp("wandb-data")
+    before = os.environ.get("WANDB_DATA_DIR")
+    os.environ["WANDB_DATA_DIR"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("WANDB_DATA_DIR", None)
+    else:
+        os.environ["WANDB_DATA_DIR"] = before
 
 
 @pytest.fixture(scope="session")

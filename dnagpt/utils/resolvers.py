@@ -36,8 +36,18 @@ def sweep_file(name: str) -> str | None:
     return str(Path(HydraConfig.get().sweep.dir) / name) if in_multirun() else None
 
 
+def negate(value: bool) -> bool:
+    """``${dnagpt.not:${.offline}}``: OmegaConf has no "not" (W&B's log_model follows offline).
+
+    >>> negate(False)
+    True
+    """
+    return not value
+
+
 def register_resolvers() -> None:
     """Idempotent, so every entry point and test may call it."""
-    for name, resolver in (("dnagpt.resources", resource_path), ("dnagpt.sweep_file", sweep_file)):
+    resolvers = (("dnagpt.resources", resource_path), ("dnagpt.sweep_file", sweep_file), ("dnagpt.not", negate))
+    for name, resolver in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
