@@ -17,7 +17,7 @@ Memory: order ``j`` holds ``4^(j+1)`` counts (int32): 268 MB at ``j = 12``, 17 M
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -34,18 +34,22 @@ def _codes(seq: np.ndarray | bytes | str) -> np.ndarray:
     return _CODE[raw]
 
 
-def _contexts(codes: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """(positions, context index) of every base that has ``order`` clean bases before it (and is clean itself)."""
+def _contexts(codes: np.ndarray, max_order: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each order ``j = 0..max_order``: (positions, context index) of every clean base with ``j`` clean bases before
+    it. Built incrementally (order ``j`` extends the contexts of order ``j - 1`` by one base), so all orders cost
+    ``O(len · max_order)`` together; the most recent base is the lowest digit of the index."""
     clean = codes < 4
     marker = np.where(clean, -1, np.arange(len(codes)))
     last_unclean = np.maximum.accumulate(marker) if len(codes) else marker  # at or before each position
     before = np.zeros(len(codes), dtype=np.int64)  # clean bases right before each position
     before[1:] = np.arange(len(codes) - 1) - last_unclean[:-1]
-    pos = np.flatnonzero(clean & (before >= order))
+    pos = np.flatnonzero(clean)
     ctx = np.zeros(len(pos), dtype=np.int64)
-    for m in range(1, order + 1):  # the base m back is digit m-1 (the most recent base is the lowest digit)
-        ctx += codes[pos - m] << (2 * (m - 1))
-    return pos, ctx
+    for j in range(max_order + 1):
+        if j:
+            keep = before[pos] >= j
+            pos, ctx = pos[keep], ctx[keep] + (codes[pos[keep] - j] << (2 * (j - 1)))
+        yield pos, ctx
 
 
 class MarkovModel:
@@ -60,8 +64,7 @@ class MarkovModel:
     def fit(self, sequences: Iterable[np.ndarray | bytes | str]) -> MarkovModel:
         for seq in sequences:
             codes = _codes(seq)
-            for j, table in enumerate(self.counts):
-                pos, ctx = _contexts(codes, j)
+            for table, (pos, ctx) in zip(self.counts, _contexts(codes, self.max_order), strict=True):
                 table += np.bincount(ctx * 4 + codes[pos], minlength=len(table)).astype(np.int32)
         return self
 
@@ -84,8 +87,7 @@ class MarkovModel:
             clean = np.flatnonzero(codes < 4)
             n += len(clean)
             prob = np.full(len(codes), 0.25)  # p_{-1}, then each order refines where its context exists
-            for j, table in enumerate(self.counts):
-                pos, ctx = _contexts(codes, j)
+            for j, (table, (pos, ctx)) in enumerate(zip(self.counts, _contexts(codes, self.max_order), strict=True)):
                 row = table.reshape(-1, 4)[ctx]
                 prob[pos] = (row[np.arange(len(pos)), codes[pos]] + beta * prob[pos]) / (row.sum(1) + beta)
                 total[j] += -np.log2(prob[clean]).sum()
