@@ -101,7 +101,8 @@ class PreemptionCheckpoint(Checkpoint):
       next batch without a checkpoint; its SLURM auto-requeue handler saves from inside the handler, in the middle of a
       step), and removed when training ends. A handler the process had before the run is called once the checkpoint is
       written. The handler only sets a flag: all the work happens at the batch boundary.
-    - The flag is reduced over ranks at every batch end, so a signal to any rank stops every rank at the same step.
+    - The flag is reduced over ranks at every batch end that completes an optimizer step (never between the
+      micro-batches of one step under gradient accumulation), so a signal to any rank stops every rank at the same step.
     - The run ends as if ``max_steps`` were this step: a validation due at this step still runs, and the checkpoint is
       then written after it (from before it, the resumed run would skip that validation: Lightning assumes a checkpoint
       from the end of a batch was followed by its validation). ``pipeline.train`` skips the test split.
@@ -117,6 +118,7 @@ class PreemptionCheckpoint(Checkpoint):
         self.signals = [signal.Signals[name] for name in signals]
         self.preempted_at: int | None = None
         self._saved = False
+        self._step_at_batch_start = -1
         self._received: signal.Signals | None = None
         self._before_run: dict[signal.Signals, Any] = {}  # the process's own handlers: called after the checkpoint
         self._replaced: dict[signal.Signals, Any] = {}  # what on_train_start replaced (Lightning's): put back at the end
@@ -141,9 +143,14 @@ class PreemptionCheckpoint(Checkpoint):
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._received = signal.Signals(signum)
 
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx) -> None:
+        self._step_at_batch_start = trainer.global_step
+
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
         if self.preempted_at is not None:
             return
+        if trainer.global_step == self._step_at_batch_start:
+            return  # between the micro-batches of one optimizer step (gradient accumulation): wait for the step to end
         if not trainer.strategy.reduce_boolean_decision(self._received is not None, all=False):
             return
         self.preempted_at = trainer.global_step

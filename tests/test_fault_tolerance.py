@@ -6,8 +6,11 @@ their moment, and resume in-process with ``ckpt_path=auto``; one uninterrupted r
 The config has dropout on, so the RNG stream is part of what must resume exactly.
 """
 
+import contextlib
 import csv
+import itertools
 import json
+import logging
 import math
 import os
 import random
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -24,6 +28,7 @@ from conftest import FAST, ROOT, SMALL_MODEL, compose_cfg
 from hydra.utils import instantiate
 from lightning.pytorch import Callback
 from omegaconf import OmegaConf, open_dict
+from torch.utils.data import DistributedSampler
 
 from dnagpt.checkpointing import AtomicCheckpointIO, atomic_path, read_checkpoint, resolve_checkpoint
 from dnagpt.pipeline import get_metric_value, train
@@ -45,8 +50,8 @@ def start_run(run_dir: Path, cache_dir: Path, *extra: str) -> subprocess.Popen:
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "train.py", *FAST, *SMALL_MODEL, *RUN, *extra,
            f"hydra.run.dir={run_dir}", f"paths.cache_dir={cache_dir}"]  # fmt: skip
-    with open(run_dir.with_suffix(".log"), "wb") as out:
-        return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT)
+    with open(run_dir.with_suffix(".log"), "wb") as out:  # own process group: a kill reaches every DDP rank
+        return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def run_log(run_dir: Path) -> str:
@@ -98,11 +103,13 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
     callback states (ModelCheckpoint's hold paths, which differ) and every logged value, each step once."""
     got, want = load(run_dir / "checkpoints" / "last.ckpt"), load(reference / "checkpoints" / "last.ckpt")
     assert got["global_step"] == want["global_step"] == MAX_STEPS
-    for key in ("state_dict", "optimizer_states", "lr_schedulers", "PretrainDataModule", "loops", "callback_metrics"):
+    datamodule = [k for k in want if k.endswith("DataModule")]  # the data cursor (pre-training) or sampler position
+    assert len(datamodule) == 1, list(want)
+    for key in ("state_dict", "optimizer_states", "lr_schedulers", *datamodule, "loops", "callback_metrics"):
         assert_same(got[key], want[key], key)
     callbacks = [k for k in want["callbacks"] if not k.startswith("ModelCheckpoint")]
     assert_same({k: got["callbacks"][k] for k in callbacks}, {k: want["callbacks"][k] for k in callbacks}, "callbacks")
-    got_rows, want_rows = metric_rows(run_dir), metric_rows(reference)
+    got_rows, want_rows = (metric_rows(d) for d in (run_dir, reference))
     assert [r["step"] for r in got_rows] == list(range(MAX_STEPS))
     assert got_rows == want_rows
 
@@ -114,11 +121,9 @@ def metric_rows(run_dir: Path) -> list[dict[str, float | None]]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+def reference(uninterrupted) -> Path:
     """One uninterrupted run of RUN, shared by the kill and preemption tests."""
-    out = tmp_path_factory.mktemp("uninterrupted")
-    train(compose_cfg("train", RUN, out, cache_dir))
-    return out
+    return uninterrupted()
 
 
 # ---- 1. SIGKILL at random steps ----------------------------------------------------------------------------------------
@@ -186,13 +191,14 @@ def test_running_best_survives_a_resume(make_cfg, tmp_path: Path) -> None:
 
 
 class SignalAt(Callback):
-    """Sends ``signum`` to this very process at the start of the batch that makes step ``step``."""
+    """Sends ``signum`` to this very process (under DDP: each rank to itself) at the start of the batch that makes step
+    ``step``, or of the batch with index ``batch`` (a later micro-batch of that step under gradient accumulation)."""
 
-    def __init__(self, step: int, signum: int) -> None:
-        self.step, self.signum = step, signum
+    def __init__(self, step: int, signum: int, batch: int | None = None) -> None:
+        self.step, self.signum, self.batch = step, signum, batch
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and self.batch in (None, batch_idx):
             os.kill(os.getpid(), self.signum)
 
 
@@ -407,3 +413,189 @@ def test_skip_under_ddp_every_rank_drops_the_batch(tmp_path: Path, cache_dir: Pa
     ckpt = load(run_dir / "checkpoints" / "last.ckpt")
     assert {float(s["step"]) for s in ckpt["optimizer_states"][0]["state"].values()} == {3.0}
     assert all(torch.isfinite(w).all() for w in ckpt["state_dict"].values())
+
+
+# ---- 6. exact resume wherever the README claims it: DDP, accumulation, the fine-tuning tasks, a truncated last.ckpt ----
+TASKS = {"gsr": 128, "expression": 512, "genomes": 256}  # a block size that fits each task's prompts
+SHORT_EPOCHS = "+trainer.limit_train_batches=3"  # ten steps cross three epoch ends, and a kill at step 5 lands mid-epoch
+DDP = ["trainer=ddp_sim", "data.batch_size=8"]  # two ranks of four
+ACCUMULATE = ["trainer.accumulate_grad_batches=2", "trainer.val_check_interval=4"]  # still a validation every 2 steps
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):
+    """``uninterrupted(*extra)``: the directory of one uninterrupted run of RUN + ``extra``, trained once per module."""
+    runs: dict[tuple[str, ...], Path] = {}
+
+    def run(*extra: str) -> Path:
+        if extra not in runs:
+            runs[extra] = tmp_path_factory.mktemp("uninterrupted")
+            train(compose_cfg("train", [*RUN, *extra], runs[extra], cache_dir))
+        return runs[extra]
+
+    return run
+
+
+def sigkill_at(step: int, batch: int | None = None) -> list[str]:
+    """Overrides that make ``python train.py`` SIGKILL itself, every rank, at the start of the batch that makes step
+    ``step`` (or of batch ``batch`` of that step): the kill lands at a place chosen in advance."""
+    kill = [f"+callbacks.kill._target_={__name__}.SignalAt", f"+callbacks.kill.step={step}",
+            f"+callbacks.kill.signum={int(signal.SIGKILL)}"]  # fmt: skip
+    return kill if batch is None else [*kill, f"+callbacks.kill.batch={batch}"]
+
+
+def killed_and_resumed(
+    run_dir: Path, cache_dir: Path, uninterrupted, caplog: pytest.LogCaptureFixture, step: int, *extra: str,
+    batch: int | None = None,
+) -> dict:  # fmt: skip
+    """A run of RUN + ``extra`` killed by :func:`sigkill_at`, resumed with ckpt_path=auto from its checkpoint of
+    ``step``, then compared with the uninterrupted run (trained meanwhile: the killed run is a subprocess). Returns the
+    checkpoint the resume started from."""
+    proc = start_run(run_dir, cache_dir, *extra, *sigkill_at(step, batch))
+    try:
+        reference = uninterrupted(*extra)
+        status = proc.wait(timeout=240)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # a rank left behind, if any
+    # one process: killed by the signal; DDP: the launcher reports its ranks killed and fails
+    assert status == -signal.SIGKILL or "terminated with signal SIGKILL" in run_log(run_dir), run_log(run_dir)[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resumed_from = load(last)
+    caplog.set_level(logging.INFO, "dnagpt.checkpointing")
+    resume(run_dir, cache_dir, *extra)
+    assert f"ckpt_path=auto: resuming from {last} (step {step})" in caplog.text  # not a fresh start, equal too
+    assert_same_run(run_dir, reference)
+    return resumed_from
+
+
+@pytest.mark.slow
+def test_sigkill_of_both_ddp_ranks_resumes_exactly(tmp_path: Path, cache_dir: Path, uninterrupted, caplog) -> None:
+    resumed_from = killed_and_resumed(tmp_path, cache_dir, uninterrupted, caplog, 5, *DDP)
+    assert resumed_from["PretrainDataModule"]["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_sigkill_between_micro_batches_resumes_exactly(tmp_path: Path, cache_dir: Path, uninterrupted, caplog) -> None:
+    """Killed after the first micro-batch of step 5 was trained, its gradient accumulated and lost."""
+    resumed_from = killed_and_resumed(tmp_path, cache_dir, uninterrupted, caplog, 5, *ACCUMULATE, batch=11)
+    assert resumed_from["PretrainDataModule"]["train_batches"] == 10  # micro-batches, two per step
+
+
+@pytest.mark.slow
+def test_preemption_between_micro_batches_resumes_exactly(tmp_path: Path, cache_dir: Path, uninterrupted) -> None:
+    cfg = compose_cfg("train", [*RUN, *ACCUMULATE], tmp_path, cache_dir)
+    with open_dict(cfg):
+        cfg.callbacks.signal_at = {"_target_": f"{__name__}.SignalAt", "step": 5, "signum": int(signal.SIGUSR1), "batch": 10}
+    assert train(cfg)["preempted_at_step"] == 6  # the signal came during step 6's first micro-batch: saved after it
+    resume(tmp_path, cache_dir, *ACCUMULATE)
+    assert_same_run(tmp_path, uninterrupted(*ACCUMULATE))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+def test_sigkill_mid_epoch_of_a_fine_tune_resumes_exactly(
+    task: str, tmp_path: Path, cache_dir: Path, uninterrupted, caplog
+) -> None:
+    extra = [f"task={task}", f"model.block_size={TASKS[task]}", SHORT_EPOCHS]
+    resumed_from = killed_and_resumed(tmp_path, cache_dir, uninterrupted, caplog, 5, *extra)
+    position = next(v for k, v in resumed_from.items() if k.endswith("DataModule"))
+    assert (position["epoch"], position["batches"]) == (1, 2)  # steps 3 and 4 of epoch 1 (0-2) trained
+
+
+class RecordRows(Callback):
+    """Appends ``epoch row`` for every training sample of this rank to ``<dir>/rank<N>.txt`` (expression batches carry
+    their table row)."""
+
+    def __init__(self, dir: str) -> None:
+        self.dir = Path(dir)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / f"rank{trainer.global_rank}.txt", "a") as fh:
+            fh.writelines(f"{trainer.current_epoch} {int(row)}\n" for row in batch["row"])
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_ddp_fine_tune_resumes_exactly_with_each_rank_on_its_own_shard(
+    tmp_path: Path, cache_dir: Path, uninterrupted, caplog
+) -> None:
+    record = [f"+callbacks.record._target_={__name__}.RecordRows", "+callbacks.record.dir=${paths.output_dir}/rows"]
+    # the expression task leaves the token head unused: trainer=ddp_sim (and ddp) let DDP find unused parameters
+    extra = ["task=expression", "model.block_size=512", SHORT_EPOCHS, *DDP, *record]
+    killed_and_resumed(tmp_path / "killed", cache_dir, uninterrupted, caplog, 5, *extra)
+    reference = uninterrupted(*extra)
+    # the killed run's rows before step 5 and the resumed run's after it are the uninterrupted run's, rank by rank
+    for rank in (0, 1):
+        got = (tmp_path / "killed" / "rows" / f"rank{rank}.txt").read_text()
+        assert got == (reference / "rows" / f"rank{rank}.txt").read_text(), rank
+    # and they are what torch's DistributedSampler deals each rank from that epoch's seeded permutation
+    cfg = compose_cfg("train", [*RUN, *extra], tmp_path / "dm", cache_dir)
+    datamodule = instantiate(cfg.data, tokenizer=instantiate(cfg.tokenizer))
+    datamodule.setup("fit")
+    rows = datamodule.split_data("train").rows
+    for rank in (0, 1):
+        seen = [line.split() for line in (reference / "rows" / f"rank{rank}.txt").read_text().splitlines()]
+        for epoch in range(4):
+            deal = DistributedSampler(rows, num_replicas=2, rank=rank, seed=cfg.seed)
+            deal.set_epoch(epoch)
+            want = [int(rows[i]) for i in deal][: 3 * 4 if epoch < 3 else 4]  # 3 batches of 4; step 10 opens epoch 3
+            assert [int(r) for e, r in seen if int(e) == epoch] == want, (rank, epoch)
+
+
+@pytest.mark.slow
+def test_truncated_last_ckpt_of_a_killed_run_resumes_exactly_from_the_fallback(
+    reference: Path, tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    proc = start_run(tmp_path, cache_dir, *sigkill_at(7))
+    assert proc.wait(timeout=180) == -signal.SIGKILL, run_log(tmp_path)[-3000:]
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert read_checkpoint(last, resumable=True).global_step == 7
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    resume(tmp_path, cache_dir)
+    fallback = re.search(r"ckpt_path=auto: resuming from \S+step(\d+)\.ckpt \(step \d+\) instead of", caplog.text)
+    assert fallback and int(fallback[1]) < 7, caplog.text[-3000:]  # the best checkpoint, from a validation step
+    assert_same_run(tmp_path, reference)
+
+
+def served(datamodule, consumed: int, n: int, epoch_batches: int = 3) -> list[torch.Tensor]:
+    """The next ``n`` training batches as Lightning serves them once ``consumed`` are trained (its loop counters
+    restored): one loader, ``set_epoch`` at each epoch start, each batch through ``on_after_batch_transfer``, epochs
+    cut at ``epoch_batches`` as ``limit_train_batches`` does."""
+    loader, batches = datamodule.train_dataloader(), []
+    epoch, start = divmod(consumed, epoch_batches)
+    while len(batches) < n:
+        loader.sampler.set_epoch(epoch)
+        take = min(epoch_batches - start, n - len(batches))
+        batches += [datamodule.on_after_batch_transfer(b, 0)["input_ids"] for b in itertools.islice(loader, take)]
+        epoch, start = epoch + 1, 0
+    return batches
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_training_order_of_a_fine_tune_resumes_mid_epoch_on_each_rank(make_cfg, task: str, caplog) -> None:
+    """The DataModule's position survives its state_dict; each rank's sampler deals what DistributedSampler would."""
+    cfg = make_cfg("train", [f"task={task}", f"model.block_size={TASKS[task]}"])
+    datamodule = instantiate(cfg.data, tokenizer=instantiate(cfg.tokenizer))
+    for rank in (0, 1):
+        datamodule.trainer = SimpleNamespace(global_rank=rank, world_size=2, accumulate_grad_batches=1, training=True,
+                                             num_training_batches=3)  # fmt: skip
+        datamodule.setup("fit")  # data.batch_size=4 over two ranks: micro-batches of 2
+        datamodule.train_position = (0, 0)
+        whole = served(datamodule, 0, 8)
+        datamodule.train_position = (0, 0)
+        served(datamodule, 0, 4)  # stopped after 4 batches: epoch 1, its batch 0 trained
+        state = datamodule.state_dict()
+        assert (state["epoch"], state["batches"], state["world_size"], state["batch_size"]) == (1, 1, 2, 2)
+        datamodule.train_position = (9, 9)  # whatever it was: the checkpoint decides
+        datamodule.load_state_dict(state)
+        sampler = datamodule.train_dataloader().sampler  # epoch 1 from its second batch, before any set_epoch
+        deal = DistributedSampler(sampler.dataset, num_replicas=2, rank=rank, seed=cfg.seed)
+        deal.set_epoch(1)
+        assert list(sampler) == list(deal)[2:]
+        rest = served(datamodule, 4, 4)
+        assert all(torch.equal(a, b) for a, b in zip(rest, whole[4:], strict=True))
+    assert "training order saved with" not in caplog.text
+    datamodule.load_state_dict({**state, "world_size": 4})  # saved by a run on four ranks: not the same order
+    datamodule.train_dataloader()
+    assert "training order saved with {'seed': 1337, 'world_size': 4," in caplog.text

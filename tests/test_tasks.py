@@ -169,7 +169,7 @@ def test_order0_yardstick_equals_a_hand_count() -> None:
     config = SimpleNamespace(vocab_size=vocab)
     module = SimpleNamespace(model=SimpleNamespace(config=config), bases_of=torch.arange(vocab) % 7,
                              log_dict=lambda metrics, **_: logged.update(metrics))  # fmt: skip
-    trainer = SimpleNamespace(sanity_checking=False)
+    trainer = SimpleNamespace(sanity_checking=False, world_size=1)
     yardstick = Order0Baseline()
     for b in train_batches:
         yardstick.on_train_batch_end(trainer, module, None, {"labels": torch.as_tensor(np.where(b < 0, -100, b))}, 0)

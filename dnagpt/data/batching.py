@@ -1,13 +1,22 @@
-"""The one rule every DataModule shares: ``data.batch_size`` is the **global** batch of one optimizer step.
+"""What every DataModule shares: the global batch, and the resumable training order of the map-style ones.
 
-global batch = per-device micro-batch × world size (devices × nodes) × ``trainer.accumulate_grad_batches``, so a recipe
-keeps its optimisation (batch per step, learning rate, schedule) whatever hardware runs it: going from 8 GPUs to 1 with
-``trainer.accumulate_grad_batches=8`` trains the same model, only slower. A combination that does not divide is an error
-naming all three numbers, never a silently different batch.
+``data.batch_size`` is the **global** batch of one optimizer step: global batch = per-device micro-batch × world size
+(devices × nodes) × ``trainer.accumulate_grad_batches``, so a recipe keeps its optimisation (batch per step, learning
+rate, schedule) whatever hardware runs it: going from 8 GPUs to 1 with ``trainer.accumulate_grad_batches=8`` trains the
+same model, only slower. A combination that does not divide is an error naming all three numbers, never a silently
+different batch.
+
+The map-style DataModules (GSR, expression, genomes) draw their training order from :class:`ResumableSampler` and keep
+their place in it (epoch, batches trained in that epoch) in their ``state_dict``, which Lightning stores in every
+checkpoint: a resumed fine-tune trains on exactly the batches an uninterrupted one would, on every rank.
 """
 
 import functools
+import itertools
+from collections.abc import Iterator, Mapping, Sized
 from typing import Any
+
+from torch.utils.data import DistributedSampler
 
 from dnagpt.utils.errors import ConfigError
 from dnagpt.utils.pylogger import RankedLogger
@@ -56,11 +65,52 @@ def _log_once(global_batch_size: int, world: int, accumulate: int, micro: int) -
     )
 
 
-class SplitLoaders:
-    """The train/val/test loaders of a map-style DataModule, from its one ``_loader(split, shuffle)``.
+class ResumableSampler(DistributedSampler):
+    """The training order of a map-style DataModule: ``DistributedSampler``'s (a permutation seeded by ``seed + epoch``,
+    padded to a multiple of the world size and dealt out rank by rank), started where a checkpoint left off.
 
-    Put it before ``LightningDataModule`` in the bases so these replace Lightning's placeholders.
+    Being a ``DistributedSampler``, it is kept as it is by Lightning under DDP (``use_distributed_sampler`` replaces
+    only a plain sequential or random sampler with one of its own and wraps any other sampler), so each rank draws its
+    own shard from it and no other. ``start = (epoch, batches)``: iteration begins with that epoch (set here too, since
+    a DataLoader with workers draws indices as soon as it is iterated, before Lightning's ``set_epoch``) and skips its
+    first ``batches`` batches of ``batch_size``. ``len`` stays the whole shard: Lightning goes on counting a resumed
+    epoch from its restored batch index.
     """
+
+    def __init__(
+        self, dataset: Sized, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+        start: tuple[int, int] = (0, 0),
+    ) -> None:  # fmt: skip
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.batch_size, self.start = batch_size, start
+        self.set_epoch(start[0])
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, batches = self.start
+        return itertools.islice(super().__iter__(), batches * self.batch_size if self.epoch == epoch else 0, None)
+
+    def layout(self) -> dict[str, int]:
+        """What the order depends on besides the position: a resume with another layout cannot be exact."""
+        return {"seed": self.seed, "world_size": self.num_replicas, "batch_size": self.batch_size,
+                "samples": len(self.dataset)}  # fmt: skip
+
+
+class SplitLoaders:
+    """The train/val/test loaders of a map-style DataModule, from its one ``_loader(split, shuffle)``, and the resume
+    cursor of its training order.
+
+    Put it before ``LightningDataModule`` in the bases so these replace Lightning's placeholders. ``_loader`` takes its
+    training sampler from :meth:`_sampler` (its ``seed`` attribute seeds it); val and test stay in order, and under DDP
+    Lightning deals them out. The cursor is ``train_position = (epoch, batches trained in that epoch)``, counted in
+    ``on_after_batch_transfer`` while training: Lightning calls that hook on the batch it is about to train on, so
+    batches a DataLoader prefetched but never trained are not counted.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.train_position = (0, 0)
+        self._sampler_layout: dict[str, int] = {}
+        self._resumed_layout: dict[str, int] = {}
 
     def train_dataloader(self) -> Any:
         return self._loader("train", shuffle=True)
@@ -70,3 +120,35 @@ class SplitLoaders:
 
     def test_dataloader(self) -> Any:
         return self._loader("test", shuffle=False)
+
+    def _sampler(self, dataset: Sized, batch_size: int, shuffle: bool) -> ResumableSampler | None:
+        """The training sampler at ``train_position`` for this rank when ``shuffle``; ``None`` (in order) otherwise."""
+        if not shuffle:
+            return None
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = ResumableSampler(dataset, batch_size, self.seed, rank, world, start=self.train_position)
+        self._sampler_layout = sampler.layout()
+        if self._resumed_layout and self._resumed_layout != self._sampler_layout:
+            log.warning(
+                f"training order saved with {self._resumed_layout}, resuming with {self._sampler_layout}: training goes "
+                "on from the saved epoch and batch, but not on the batches an uninterrupted run would have seen"
+            )
+        self._resumed_layout = {}
+        return sampler
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training:
+            epoch, batches = self.train_position[0], self.train_position[1] + 1
+            # the epoch's last batch (limit_train_batches counted): a resume starts the next epoch's order
+            self.train_position = (epoch + 1, 0) if batches >= trainer.num_training_batches else (epoch, batches)
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, batches = self.train_position
+        return {"epoch": epoch, "batches": batches, **self._sampler_layout}
+
+    def load_state_dict(self, state_dict: Mapping[str, int]) -> None:
+        self.train_position = (int(state_dict["epoch"]), int(state_dict["batches"]))
+        self._resumed_layout = {k: v for k, v in state_dict.items() if k not in ("epoch", "batches")}

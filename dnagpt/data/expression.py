@@ -246,13 +246,13 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
         return np.asarray(z, dtype=np.float64) * self.label_std + self.label_mean
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.dataset(split)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.local_batch_size,
-            shuffle=shuffle,
+            sampler=self._sampler(dataset, self.local_batch_size, shuffle),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
 
 

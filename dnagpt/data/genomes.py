@@ -150,13 +150,13 @@ class GenomesDataModule(SplitLoaders, L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not len(self.splits[split]):
             raise ConfigError(f"split {split!r} is empty (val_fraction={self.val_fraction})")
+        dataset = _Sentences(self.sentences[self.splits[split]])
         return DataLoader(
-            _Sentences(self.sentences[self.splits[split]]),
+            dataset,
             batch_size=self.per_device_batch,
-            shuffle=shuffle,
+            sampler=self._sampler(dataset, self.per_device_batch, shuffle),
             collate_fn=collate_sentences,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             drop_last=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )

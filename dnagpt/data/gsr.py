@@ -183,7 +183,11 @@ class GSRDataModule(SplitLoaders, L.LightningDataModule):
         log.info(f"GSR {self.split} split sizes: {sizes}")
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
         return DataLoader(
-            self.datasets[split], batch_size=self.local_batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            dataset,
+            batch_size=self.local_batch_size,
+            sampler=self._sampler(dataset, self.local_batch_size, shuffle),
+            num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

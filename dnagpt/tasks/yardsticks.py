@@ -39,17 +39,19 @@ class Order0Baseline(Callback):
         self.train_counts: torch.Tensor | None = None
         self.val_counts: torch.Tensor | None = None
 
-    def _count(self, counts: torch.Tensor | None, batch: dict, vocab_size: int) -> torch.Tensor:
+    def _count(self, counts: torch.Tensor | None, batch: dict, trainer: Trainer, vocab_size: int) -> torch.Tensor:
+        """Add this batch's target counts of every rank (all ranks then hold the same counts, as one process would)."""
         labels = batch[self.labels_key]
-        new = torch.bincount(labels[labels >= 0].flatten().cpu(), minlength=vocab_size)
+        new = torch.bincount(labels[labels >= 0].flatten(), minlength=vocab_size)
+        new = trainer.strategy.reduce(new, reduce_op="sum").cpu() if trainer.world_size > 1 else new.cpu()
         return new if counts is None else counts + new
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
-        self.train_counts = self._count(self.train_counts, batch, pl_module.model.config.vocab_size)
+        self.train_counts = self._count(self.train_counts, batch, trainer, pl_module.model.config.vocab_size)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not trainer.sanity_checking:
-            self.val_counts = self._count(self.val_counts, batch, pl_module.model.config.vocab_size)
+            self.val_counts = self._count(self.val_counts, batch, trainer, pl_module.model.config.vocab_size)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.train_counts is None or self.val_counts is None:
@@ -62,7 +64,7 @@ class Order0Baseline(Callback):
         bits_per_base = -(self.val_counts.double() * smoothed.log()).sum() / (bases * math.log(2))
         metrics = {"train/order0_entropy": entropy.float(), "val/order0_ce": cross_entropy.float(),
                    "val/order0_bits_per_base": bits_per_base.float()}  # fmt: skip
-        pl_module.log_dict(metrics, sync_dist=True)  # under DDP: the mean of the ranks' estimates
+        pl_module.log_dict(metrics)  # the counts are every rank's: the same value on all ranks
         self.val_counts = None
 
     def state_dict(self) -> dict:
