@@ -77,6 +77,7 @@ def test_writes_profile_and_maps(task_and_data, tmp_path: Path) -> None:
         AttentionMaps(max_windows=0)
 
 
+@pytest.mark.slow  # a real run / a fresh interpreter: seconds
 def test_importing_the_plotting_modules_keeps_the_programs_backend() -> None:
     """We draw on ``Figure`` objects, so a program that chose a backend keeps it after importing us."""
     modules = "dnagpt.callbacks, dnagpt.eval.attention, dnagpt.eval.expression, dnagpt.eval.genomes, dnagpt.eval.gsr"

@@ -176,6 +176,7 @@ def test_bad_input_ends_the_run_with_one_paragraph(tmp_path, make, label, fragme
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow  # a real run / a fresh interpreter: seconds
 def test_hydra_full_error_shows_the_traceback_of_our_errors(tmp_path) -> None:
     proc, _ = _run_cli("train", [f"init_from={ROOT / 'README.md'}"], tmp_path, HYDRA_FULL_ERROR="1")
     assert proc.returncode == 1

@@ -32,6 +32,7 @@ def test_short_run_writes_checkpoint_metrics_and_plot(make_cfg, tmp_path: Path) 
     assert saved["val/loss"] == pytest.approx(metrics["val/loss"])
 
 
+@pytest.mark.slow  # a real run / a fresh interpreter: seconds
 def test_a_few_steps_of_pretraining_lower_the_held_out_loss(make_cfg, tmp_path: Path) -> None:
     """On the bundled real corpus, the validation token loss falls from that of the untrained model (uniform over the
     vocabulary, ln V) and keeps falling between validations."""
