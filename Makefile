@@ -27,7 +27,7 @@ train: install  ## pre-train the tiny preset on the bundled real corpus (about 8
 test: install  ## the whole suite, slow tests included (what CI runs)
 	$(PY) -m pytest -q $(ARGS)
 
-test-fast: install  ## the default suite: about a minute
+test-fast: install  ## the default suite: about 3 minutes on 2 cores
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 bench: install  ## the benchmark suite: one table + outputs/bench/results.json (about 5 minutes on 2 CPU cores)
