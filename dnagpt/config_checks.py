@@ -126,7 +126,7 @@ def _check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_steps={steps!r} must be a whole number of optimizer steps >= 1 (-1: by epochs)")
     _int(cfg, "trainer.num_nodes", 1, "machines")
     _int(cfg, "trainer.accumulate_grad_batches", 1, "micro-batches per optimizer step")
-    _check_devices(t.get("devices"))
+    _device_count(t.get("devices"))
     _check_val_check_interval(cfg)
     clip = t.get("gradient_clip_val")
     if clip is not None and (not _is_number(clip) or clip < 0):
@@ -148,18 +148,24 @@ def _check_trainer(cfg: DictConfig) -> None:
     _int(cfg, "seed", 0, "the random seed")
 
 
-def _check_devices(devices: Any) -> None:
-    """A count >= 1, -1 (all), 'auto', a list of device ids, or Lightning's string forms of those ("2", "0,1")."""
+def _device_count(devices: Any) -> int | None:
+    """Devices per node as the config asks for them: a count >= 1, a list of device ids, or Lightning's string forms of
+    those ("2" is a count, "0,1" and "1," are device ids); None for 'auto' and -1 (all: the Trainer knows)."""
     text = devices.strip() if isinstance(devices, str) else None
-    ok = (
-        (_is_int(devices) and (devices >= 1 or devices == -1))
-        or (isinstance(devices, ListConfig) and len(devices) > 0 and all(_is_int(d) and d >= 0 for d in devices))
-        or (text is not None and (text in ("auto", "-1") or re.fullmatch(r"\d+(\s*,\s*\d+)*,?", text) is not None))
-    )
-    if not ok or text == "0":
+    if devices == -1 or text in ("auto", "-1"):
+        return None
+    count = None
+    if _is_int(devices):
+        count = devices
+    elif isinstance(devices, ListConfig) and all(_is_int(d) and d >= 0 for d in devices):
+        count = len(devices)
+    elif text is not None and re.fullmatch(r"\d+(\s*,\s*\d+)*,?", text):
+        count = len([d for d in text.split(",") if d.strip()]) if "," in text else int(text)
+    if count is None or count < 1:
         raise ConfigError(
             f"trainer.devices={devices!r} must be a count >= 1, -1 (all), 'auto' or a list of device ids (e.g. [0,1])"
         )
+    return count
 
 
 def _check_val_check_interval(cfg: DictConfig) -> None:
@@ -213,13 +219,8 @@ def _check_hardware(t: DictConfig) -> None:
 
 def _world_size(t: DictConfig) -> int | None:
     """devices × nodes when the config says it outright (a count or a list), else None ('auto', -1: the Trainer knows)."""
-    devices = t.get("devices")
-    if isinstance(devices, ListConfig):
-        devices = len(devices)
-    if isinstance(devices, str):  # Lightning: "2" is a count, "0,1" and "1," are device ids
-        ids = [d for d in devices.replace(" ", "").split(",") if d]
-        devices = len(ids) if "," in devices else int(devices) if devices.strip().isdigit() else None
-    return devices * t.num_nodes if _is_int(devices) and devices > 0 else None
+    count = _device_count(t.get("devices"))
+    return None if count is None else count * t.num_nodes
 
 
 def _check_batch(cfg: DictConfig) -> None:

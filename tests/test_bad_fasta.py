@@ -51,7 +51,7 @@ BAD_FASTA: list[tuple[str, bytes, str, str, int | None]] = [
     ("lone '>'", b">r1\nACGT\n>\nACGT\n", "a.fa", "a '>' header line without a record name", 3),
     ("truncated gzip", _GZ[: len(_GZ) // 2], "a.fa.gz", "truncated gzip file (no end-of-stream marker)", None),
     ("corrupt gzip", _CORRUPT_GZ, "a.fa.gz", "corrupt gzip data", None),
-    ("fake .fa.gz", b">r1\nACGT\n", "a.fa.gz", "the name ends in .gz but the file is not gzip-compressed", None),
+    ("fake .fa.gz", b">r1\nACGT\n", "a.fa.gz", "is not gzip-compressed although its name ends in .gz", None),
     ("space in sequence", b">r1 x y\nACGT\nAC GT\n", "a.fa", "a space inside a sequence line", 3),
     ("tab in sequence", b">r1\tx\nACGT\tACGT\n", "a.fa", "a tab inside a sequence line", 2),
     ("trailing space", b">r1\nACGT \nACGT\n", "a.fa", "a space inside a sequence line", 2),

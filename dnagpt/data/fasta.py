@@ -39,6 +39,7 @@ from typing import BinaryIO, Protocol
 import numpy as np
 import pyfastx
 
+from dnagpt.data.tables import GZIP_MAGIC, check_gzip
 from dnagpt.utils.errors import ConfigError, InputError, MissingFileError
 
 __all__ = ["EncodedGenome", "Region", "build_cache", "check_fasta", "iter_records", "parse_region", "reverse_complement"]
@@ -86,7 +87,6 @@ def reverse_complement(seq: str | bytes | np.ndarray) -> str | bytes | np.ndarra
 # ----- reading ----------------------------------------------------------------------------------------------
 _PIECE = 1 << 20  # bytes read, and at most gunzipped, per step of check_fasta: bounded memory for any file
 _MAX_HEADER = 1 << 20  # a longer '>' line is no header: the one thing check_fasta holds beyond a piece
-_GZIP_MAGIC = b"\x1f\x8b"
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control bytes, but tab and the line ends
 _NOT_IN_SEQUENCE = re.compile(rb"[\x00-\x09\x0b\x0c\x0e-\x20\x7f-\xff]")  # control, tab, space, not ASCII
 _IN_SEQUENCE = bytes(b for b in range(256) if not _NOT_IN_SEQUENCE.match(bytes([b])))  # bytes.translate deletes these
@@ -99,12 +99,11 @@ def _pieces(path: Path) -> Iterator[bytes]:
     pyfastx accepts a cut gzip without complaint and reads a ``.gz`` that is not gzip as plain text, so both are refused
     here. Multi-member files (bgzip) are accepted.
     """
+    check_gzip(path)
     with open(path, "rb") as fh:
         magic = fh.read(2)
         fh.seek(0)
-        if magic != _GZIP_MAGIC:
-            if magic and path.suffix == ".gz":
-                raise InputError("the name ends in .gz but the file is not gzip-compressed; compress it or rename it", path)
+        if magic != GZIP_MAGIC:
             while piece := fh.read(_PIECE):
                 yield piece
             return

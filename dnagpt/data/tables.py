@@ -22,10 +22,11 @@ from typing import BinaryIO
 from dnagpt.utils.errors import InputError, MissingFileError
 
 __all__ = [
-    "GZIP_ERRORS", "check_gzip", "parse_float", "parse_int", "require_file", "text_lines", "tsv_rows", "unreadable",
+    "GZIP_ERRORS", "GZIP_MAGIC", "check_gzip", "parse_float", "parse_int", "require_file", "text_lines", "tsv_rows",
+    "unreadable",
 ]  # fmt: skip
 
-_GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip member
 GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)  # a truncated or corrupt gzip stream, raised while reading
 
 
@@ -44,7 +45,7 @@ def check_gzip(path: Path) -> None:
     if path.suffix == ".gz":
         with open(path, "rb") as fh:
             magic = fh.read(2)
-        if magic and magic != _GZIP_MAGIC:
+        if magic and magic != GZIP_MAGIC:
             raise InputError(f"is not gzip-compressed although its name ends in .gz (it starts {magic!r})", path)
 
 
@@ -71,7 +72,7 @@ def _decoded(fh: BinaryIO, path: Path) -> Iterator[str]:
         try:
             text = raw.decode("utf-8-sig" if line == 1 else "utf-8")  # a byte-order mark is not part of the header
         except UnicodeDecodeError as err:
-            hint = "; it looks gzip-compressed: name it *.gz" if line == 1 and raw.startswith(_GZIP_MAGIC) else ""
+            hint = "; it looks gzip-compressed: name it *.gz" if line == 1 and raw.startswith(GZIP_MAGIC) else ""
             raise InputError(
                 f"byte {err.start + 1} of the line (0x{raw[err.start]:02x}) is not UTF-8 text{hint}", path, line
             ) from None

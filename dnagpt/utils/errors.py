@@ -64,9 +64,6 @@ class MissingFileError(ConfigError, FileNotFoundError):
 
     label = "Input error"
 
-    def __str__(self) -> str:  # FileNotFoundError(msg) prints msg; keep it so, whatever errno args it carries
-        return str(self.args[0]) if self.args else ""
-
 
 class CheckpointError(InputError, ConfigError):
     """A file that is not a usable checkpoint for this run: truncated, not ours, or of another vocabulary. Also a
