@@ -1,6 +1,6 @@
 """Fetch the genome files of a corpus: ``python download.py corpus=multispecies [paths.data_dir=/big/disk/data]``.
 
-The arguments are Hydra overrides of the training config (``conf/train.yaml``), so the files land exactly where training
+The arguments are Hydra overrides of the training config (``dnagpt/conf/train.yaml``), so the files land exactly where training
 looks for them (``corpus.root``); resumable and checksum-verified (``dnagpt.data.download``).
 
 The config is composed with Hydra's compose API, not ``@hydra.main``: a download is not a run, and ``@hydra.main`` would
@@ -22,7 +22,7 @@ from dnagpt.data.download import download_corpus
 from dnagpt.utils.errors import ConfigError, error_boundary
 from dnagpt.utils.resolvers import register_resolvers
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "dnagpt" / "conf"
 
 log = logging.getLogger("download")
 

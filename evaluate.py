@@ -8,7 +8,7 @@ from dnagpt.utils.resolvers import register_resolvers
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="dnagpt/conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from dnagpt.pipeline import evaluate
     from dnagpt.utils.multirun import job_scope

@@ -8,7 +8,7 @@ from dnagpt.utils.resolvers import register_resolvers
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="dnagpt/conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from dnagpt.pipeline import get_metric_value, train
     from dnagpt.utils.multirun import job_scope

@@ -141,7 +141,7 @@ def big_run(tok: KmerTokenizer, tmp: Path, args: argparse.Namespace) -> dict[str
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(2)
     register_resolvers()
-    corpus = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "corpus" / "bundled.yaml"), resolve=True)
+    corpus = OmegaConf.to_container(OmegaConf.load(ROOT / "dnagpt" / "conf" / "corpus" / "bundled.yaml"), resolve=True)
     tok = KmerTokenizer()
     result: dict = {"block_size": args.block_size, "batch_size": args.batch_size, "pipeline": {}}
     with tempfile.TemporaryDirectory(prefix="dnagpt-bench-") as tmp:

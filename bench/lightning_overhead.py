@@ -57,7 +57,7 @@ def make_task(tokenizer: KmerTokenizer) -> PretrainTask:
 
 def real_batches(tokenizer: KmerTokenizer, n: int, cache: Path) -> list[dict[str, torch.Tensor]]:
     register_resolvers()
-    corpus = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "corpus" / "bundled.yaml"), resolve=True)
+    corpus = OmegaConf.to_container(OmegaConf.load(ROOT / "dnagpt" / "conf" / "corpus" / "bundled.yaml"), resolve=True)
     dm = PretrainDataModule(corpus, tokenizer, block_size=512, batch_size=8, num_workers=0, cache_dir=cache)
     dm.prepare_data()
     dm.setup("fit")

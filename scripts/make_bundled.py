@@ -107,7 +107,7 @@ def main() -> None:
 
 README = """# Bundled corpus: real genome excerpts
 
-The default corpus (`conf/corpus/bundled.yaml`): small real excerpts of the DNAGPT-M species available
+The default corpus (`dnagpt/conf/corpus/bundled.yaml`): small real excerpts of the DNAGPT-M species available
 offline, so `python train.py` runs with no download. Rebuilt byte for byte by `python scripts/make_bundled.py
 ../shared/data` from the shared real-data folder, whose README gives where each source file came from (Debian
 packages, PyPI wheels). Sequences are copied unchanged (soft-masking and IUPAC codes kept; coordinates 1-based
@@ -117,7 +117,7 @@ carried the source file.
 
 Zebrafish (*Danio rerio*) is listed in the corpus without a file: no sequence of useful size was available
 offline, so the loader skips it with a warning. Validation and test regions are set in
-`conf/corpus/bundled.yaml` (`holdout`).
+`dnagpt/conf/corpus/bundled.yaml` (`holdout`).
 
 | species | record | source file | source coordinates | bp | licence |
 |---|---|---|---|---|---|

@@ -45,7 +45,7 @@ SMALL_MODEL = ["model.block_size=64", "model.n_layer=2", "model.n_head=2", "mode
 def compose_cfg(config_name: str, overrides: list[str], tmp_path: Path, cache_dir: Path) -> DictConfig:
     GlobalHydra.instance().clear()
     picks_model = any(o.startswith(("model=", "experiment=")) for o in overrides)
-    with initialize(version_base="1.3", config_path="../conf"):
+    with initialize(version_base="1.3", config_path="../dnagpt/conf"):
         cfg = compose(config_name, return_hydra_config=True,
                       overrides=FAST + ([] if picks_model else SMALL_MODEL) + overrides)
     with open_dict(cfg):

@@ -29,7 +29,7 @@ from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "conf"
+CONF = ROOT / "dnagpt" / "conf"
 NO_CUDA = not torch.cuda.is_available()
 
 # (script, overrides, a fragment of the message). Hydra's own errors (the first ones) come from composing the config.
@@ -186,7 +186,7 @@ def test_hydra_full_error_shows_the_traceback_of_our_errors(tmp_path) -> None:
 def _compose_shipped(overrides: list[str]):
     """A config as a user gets it: none of the test suite's shortcuts."""
     GlobalHydra.instance().clear()
-    with initialize(version_base="1.3", config_path="../conf"):
+    with initialize(version_base="1.3", config_path="../dnagpt/conf"):
         cfg = compose("train", return_hydra_config=True, overrides=overrides)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = "unused"

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from dnagpt.checkpointing import resolve_checkpoint
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parent.parent / "dnagpt" / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 EVALUATE_ONLY = {"evaluation", "analysis"}  # groups of evaluate.yaml alone
 GROUP_OPTIONS = [

@@ -27,7 +27,7 @@ from dnagpt.tokenizer import IGNORE_INDEX, KmerTokenizer
 from dnagpt.utils.errors import ConfigError, InputError, MissingFileError
 from dnagpt.utils.resolvers import register_resolvers, resource_path
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "dnagpt" / "conf"
 BLOCK = 40  # tiny sentences: 33 DNA tokens = 198 bp windows
 
 

@@ -1,7 +1,7 @@
 """Every command the documents show runs here in a short form, or says why it cannot (a GPU, the network).
 
 The table ``COMMANDS`` is keyed by the command lines found in README.md, docs/*.md (fenced code blocks) and the header
-comments of conf/experiment/*.yaml and conf/hparams_search/*.yaml (``# python ...`` lines), so a documented command that
+comments of dnagpt/conf/experiment/*.yaml and dnagpt/conf/hparams_search/*.yaml (``# python ...`` lines), so a documented command that
 the table does not know, or an entry that no document shows any more, fails the first test: a new or changed command
 line is run here before it is published, and a command the code no longer runs fails its own case.
 
@@ -52,8 +52,8 @@ from download import compose_config
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 HEADERS = [
-    *sorted((ROOT / "conf" / "experiment").glob("*.yaml")),
-    *sorted((ROOT / "conf" / "hparams_search").glob("*.yaml")),
+    *sorted((ROOT / "dnagpt" / "conf" / "experiment").glob("*.yaml")),
+    *sorted((ROOT / "dnagpt" / "conf" / "hparams_search").glob("*.yaml")),
 ]
 # how a documented command line starts
 PROGRAM = re.compile(
@@ -322,7 +322,7 @@ COMMANDS: dict[str, Case] = {
     "python train.py hparams_search=pretrain_optuna trainer=ddp trainer.devices=8": Case(needs=MANY_GPUS),
     # docs/tracking.md
     "wandb login && wandb sync logs/train/runs/<date>_<time>/wandb": Case(needs="network: wandb sync uploads to W&B"),
-    # conf/experiment/*.yaml
+    # dnagpt/conf/experiment/*.yaml
     "python train.py experiment=cross_species_gsr init_from=<pre-training ckpt> hydra.run.dir=<dir>": Case(
         fill={"<pre-training ckpt>": last(MAIN), "<dir>": "runs/ft"}
     ),
@@ -363,7 +363,7 @@ COMMANDS: dict[str, Case] = {
     "python evaluate.py task=genomes ckpt_path=<run>/checkpoints/last.ckpt generation.n=5008": Case(
         fill={"<run>/checkpoints/last.ckpt": last(YELMEN)}, short=(FEW,)
     ),
-    # conf/hparams_search/*.yaml
+    # dnagpt/conf/hparams_search/*.yaml
     **{
         f"python train.py -m hparams_search={task}_optuna [experiment=...]": Case(
             fill={"[experiment=...]": experiment}, short=(ONE_TRIAL, *extra), expect=SWEEP
@@ -655,7 +655,7 @@ def first_job(overrides: list[str]) -> list[str]:
 def compose_as_documented(config: str, overrides: list[str], run: Path) -> DictConfig:
     """The config the command composes, nothing added, with Hydra's run directory set (``paths.output_dir``)."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "dnagpt" / "conf"), version_base="1.3"):
         cfg = compose(config, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run)

@@ -20,7 +20,7 @@ from dnagpt.data.download import SUMS_FILE, DownloadError, download_corpus, down
 from dnagpt.utils.errors import ConfigError, DnagptError, InputError
 from download import compose_config, main
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "dnagpt" / "conf"
 PAYLOAD = np.random.default_rng(0).integers(0, 256, size=300_000, dtype=np.uint8).tobytes()
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 

@@ -278,7 +278,7 @@ def test_atomic_path_renames_only_on_success(tmp_path: Path) -> None:
     assert target.read_text() == "step\n0\n" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]
 
 
-TRAINERS = sorted(p.stem for p in (ROOT / "conf" / "trainer").glob("*.yaml"))
+TRAINERS = sorted(p.stem for p in (ROOT / "dnagpt" / "conf" / "trainer").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("name", TRAINERS)

@@ -23,7 +23,7 @@ from dnagpt.utils.errors import ConfigError
 from dnagpt.utils.multirun import CheckOptimizedMetric, job_scope
 
 ROOT = Path(__file__).resolve().parent.parent
-SEARCHES = sorted(p.stem for p in (ROOT / "conf" / "hparams_search").glob("*.yaml"))
+SEARCHES = sorted(p.stem for p in (ROOT / "dnagpt" / "conf" / "hparams_search").glob("*.yaml"))
 WANDB_SWEEPS = sorted(p.name for p in (ROOT / "sweeps").glob("wandb_*.yaml"))
 SWEPT = {"task.optimizer.lr", "task.optimizer.weight_decay", "task.scheduler.warmup_steps", "model.n_embd"}
 DIRECTION = {"min": "minimize", "max": "maximize"}

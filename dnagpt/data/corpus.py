@@ -1,6 +1,6 @@
 """Genome corpora (Hydra group ``corpus``): which FASTA files, their sampling weights, and the held-out regions.
 
-A corpus YAML is declarative, files and regions only (``conf/corpus/*.yaml``)::
+A corpus YAML is declarative, files and regions only (``dnagpt/conf/corpus/*.yaml``)::
 
     name: multispecies
     root: ${paths.data_dir}/genomes
