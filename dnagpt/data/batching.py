@@ -9,6 +9,12 @@ different batch.
 The map-style DataModules (GSR, expression, genomes) draw their training order from :class:`ResumableSampler` and keep
 their place in it (epoch, batches trained in that epoch) in their ``state_dict``, which Lightning stores in every
 checkpoint: a resumed fine-tune trains on exactly the batches an uninterrupted one would, on every rank.
+
+**Phases** (``data.phases``, GSR and expression). Non-overlapping 6-mers spell a motif six ways, depending on where
+the cut falls. With ``phases = k`` a dataset item holds every phase of its window (a leading phase axis on
+``input_ids`` and ``attention_mask``), which validation and test score and average in the task, one row per window;
+training reads phases as rows (:class:`PhaseRows`): all of them (``train_phases=all``, ``k`` times the rows of an
+epoch) or one random phase per window and epoch (``random``, :class:`RandomPhaseSampler`, as many steps as without).
 """
 
 import functools
@@ -16,12 +22,16 @@ import itertools
 from collections.abc import Iterator, Mapping, Sized
 from typing import Any
 
-from torch.utils.data import DistributedSampler
+import numpy as np
+from torch.utils.data import Dataset, DistributedSampler
 
 from dnagpt.utils.errors import ConfigError
 from dnagpt.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
+
+PHASED_KEYS = ("input_ids", "attention_mask")  # the item fields that carry a phase axis when phases are on
+TRAIN_PHASES = ("random", "all")  # data.train_phases
 
 
 def micro_batch_size(global_batch_size: int, world_size: int = 1, accumulate_grad_batches: int = 1) -> int:
@@ -95,6 +105,58 @@ class ResumableSampler(DistributedSampler):
                 "samples": len(self.dataset)}  # fmt: skip
 
 
+def check_phases(phases: int, train_phases: str, k: int) -> None:
+    """``data.phases`` is 1 (the release's one cut) or ``k`` (every cut of a k-mer); ``data.train_phases`` one of
+    :data:`TRAIN_PHASES`."""
+    if phases not in (1, k):
+        raise ConfigError(f"data.phases={phases} must be 1 (the release's cut) or {k} (every phase of the {k}-mer cut)")
+    if train_phases not in TRAIN_PHASES:
+        raise ConfigError(f"data.train_phases={train_phases!r} must be one of {', '.join(TRAIN_PHASES)}")
+
+
+class PhaseRows(Dataset):
+    """The training rows of a dataset whose items hold every phase of a window: row ``k`` is phase ``k % phases`` of
+    window ``k // phases``, an ordinary single-phase prompt. ``draw`` (``data.train_phases``) says how the training
+    sampler reads them (``SplitLoaders._sampler``)."""
+
+    def __init__(self, windows: Dataset, phases: int, draw: str) -> None:
+        self.windows, self.phases, self.draw = windows, phases, draw
+
+    def __len__(self) -> int:
+        return len(self.windows) * self.phases
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        window, phase = divmod(k, self.phases)
+        return {key: v[phase] if key in PHASED_KEYS else v for key, v in self.windows[window].items()}
+
+
+def training_rows(windows: Dataset, phases: int, draw: str) -> Dataset:
+    """What the training loader reads: the windows themselves, or their phases as rows when phases are on."""
+    return windows if phases == 1 else PhaseRows(windows, phases, draw)
+
+
+class RandomPhaseSampler(ResumableSampler):
+    """:class:`ResumableSampler` over the windows of a :class:`PhaseRows`, each yielded as one of its phases.
+
+    The phase of each window is drawn from ``(seed, epoch)``, the same on every rank, so an epoch has as many steps as
+    without phases, every window is read once per epoch, and a resumed epoch reads the phases it would have read.
+    """
+
+    def __init__(
+        self, rows: PhaseRows, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+        start: tuple[int, int] = (0, 0),
+    ) -> None:  # fmt: skip
+        super().__init__(rows.windows, batch_size, seed, rank, world_size, start)
+        self.phases = rows.phases
+
+    def __iter__(self) -> Iterator[int]:
+        phase = np.random.default_rng([self.seed, self.epoch]).integers(self.phases, size=len(self.dataset))
+        return (i * self.phases + int(phase[i]) for i in super().__iter__())
+
+    def layout(self) -> dict[str, int]:
+        return {**super().layout(), "phases": self.phases}
+
+
 class SplitLoaders:
     """The train/val/test loaders of a map-style DataModule, from its one ``_loader(split, shuffle)``, and the resume
     cursor of its training order.
@@ -127,7 +189,9 @@ class SplitLoaders:
             return None
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = ResumableSampler(dataset, batch_size, self.seed, rank, world, start=self.train_position)
+        random_phase = isinstance(dataset, PhaseRows) and dataset.draw == "random"
+        kind = RandomPhaseSampler if random_phase else ResumableSampler
+        sampler = kind(dataset, batch_size, self.seed, rank, world, start=self.train_position)
         self._sampler_layout = sampler.layout()
         if self._resumed_layout and self._resumed_layout != self._sampler_layout:
             log.warning(

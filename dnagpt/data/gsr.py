@@ -7,6 +7,12 @@ The prompt is the one of the released DNAGPT code::
 Since 600 = 100 × 6, every prompt is 102 tokens and token ``1 + i`` covers bp ``6i..6i+5`` of the cut window; the signal
 sat between cut-window bp 299 and 300 (0-based). All prompts have the same length, so batches need no padding.
 
+**Phases** (``phases=6``; 1, the default, is the release prompt above): phase ``s`` of a window drops the first ``s``
+and the last ``6 - s`` bp of the cut window, so each phase is 594 bp = 99 whole 6-mers (101 tokens) and the six cut
+every 6-mer of the window in each of its six frames (the window holds no spare sequence to shift into). An item
+then holds all six prompts (``input_ids`` of shape (6, 101)); training reads them as rows
+(:class:`dnagpt.data.batching.PhaseRows`) and the task averages p(true) over the six at validation and test.
+
 The rows come from :mod:`dnagpt.data.gsr_table` (reading, hygiene, splits); the names evaluators and scripts use are
 exported here too, so ``dnagpt.data.gsr`` is the task's one data interface.
 """
@@ -20,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dnagpt.data.batching import SplitLoaders, per_device_batch_size
+from dnagpt.data.batching import SplitLoaders, check_phases, per_device_batch_size, training_rows
 from dnagpt.data.gsr_table import (
     SIGNALS,
     GSRTable,
@@ -51,10 +57,23 @@ def cut_signal(sequence: str, signal: str) -> str:
     return sequence[: spec.start] + sequence[spec.start + spec.length :]
 
 
-class GSRDataset(Dataset):
-    """Encoded prompts of one split; every tensor is precomputed, ``__getitem__`` only indexes."""
+def phase_windows(cut: str, phases: int) -> list[str]:
+    """The ``phases`` equal-length phases of a cut window: phase ``s`` drops ``s`` bp in front and ``phases - s``
+    behind; with one phase, the cut window itself.
 
-    def __init__(self, table: GSRTable, tokenizer: KmerTokenizer, motifs: Sequence[str]) -> None:
+    >>> phase_windows("ACGTACGT", 4)
+    ['ACGT', 'CGTA', 'GTAC', 'TACG']
+    """
+    if phases == 1:
+        return [cut]
+    return [cut[s : s + len(cut) - phases] for s in range(phases)]
+
+
+class GSRDataset(Dataset):
+    """Encoded prompts of one split; every tensor is precomputed, ``__getitem__`` only indexes. With ``phases > 1``
+    an item holds the prompts of every phase of its window (``input_ids`` (phases, T))."""
+
+    def __init__(self, table: GSRTable, tokenizer: KmerTokenizer, motifs: Sequence[str], phases: int = 1) -> None:
         self.table = table
         n = len(table)
         species_ids = np.empty(n, dtype=np.int64)
@@ -63,10 +82,14 @@ class GSRDataset(Dataset):
                 species_ids[table.species == name] = tokenizer.species_id(name)
             except ValueError as err:  # the tokenizer's InputError, placed at the row's file and line
                 raise table.error(int(np.argmax(table.species == name)), str(err), "species") from None
-        cut = [cut_signal(s, g) for s, g in zip(table.sequence, table.signal, strict=True)]
-        words = tokenizer.encode_dna("".join(cut)).reshape(n, -1) if n else np.zeros((0, 0), dtype=np.int64)
-        eq = np.full((n, 1), tokenizer.eq_id, dtype=np.int64)
-        self.input_ids = torch.from_numpy(np.concatenate([species_ids[:, None], words, eq], axis=1))
+        shape = (n,) if phases == 1 else (n, phases)
+        dna = "".join(
+            p for s, g in zip(table.sequence, table.signal, strict=True) for p in phase_windows(cut_signal(s, g), phases)
+        )
+        words = tokenizer.encode_dna(dna).reshape(*shape, -1) if n else np.zeros((*shape, 0), dtype=np.int64)
+        species = np.broadcast_to(species_ids.reshape(n, *[1] * len(shape)), (*shape, 1))
+        eq = np.full((*shape, 1), tokenizer.eq_id, dtype=np.int64)
+        self.input_ids = torch.from_numpy(np.concatenate([species, words, eq], axis=-1))
         motif_index = {m: i for i, m in enumerate(motifs)}
         self.label = torch.from_numpy(table.label.astype(np.int64))
         self.species = torch.from_numpy(species_ids)
@@ -81,7 +104,7 @@ class GSRDataset(Dataset):
         return {
             "input_ids": ids,
             "attention_mask": torch.ones_like(ids, dtype=torch.bool),
-            "answer_pos": torch.tensor(len(ids) - 1),  # the <=> token: its logits predict the answer
+            "answer_pos": torch.tensor(ids.shape[-1] - 1),  # the <=> token (of every phase): its logits predict the answer
             "label": self.label[i],
             "species": self.species[i],
             "motif": self.motif[i],
@@ -108,8 +131,11 @@ class GSRDataModule(SplitLoaders, L.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         seed: int = 1337,
+        phases: int = 1,
+        train_phases: str = "random",
     ) -> None:
         super().__init__()
+        check_phases(phases, train_phases, tokenizer.k)
         unknown = [s for s in signals if s not in SIGNALS or s not in files]
         if unknown or not signals:
             raise ConfigError(f"signals {list(signals)}: each must be one of {sorted(SIGNALS)} with an entry in files")
@@ -130,6 +156,7 @@ class GSRDataModule(SplitLoaders, L.LightningDataModule):
         self.holdout_chromosomes = holdout_chromosomes
         self.dedup, self.rebalance = dedup, rebalance
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.phases, self.train_phases = phases, train_phases
         self.local_batch_size = batch_size
         self.tables: dict[str, GSRTable] = {}
         self.datasets: dict[str, GSRDataset] = {}
@@ -176,14 +203,14 @@ class GSRDataModule(SplitLoaders, L.LightningDataModule):
         for i, name in enumerate(SPLITS):
             # rows in a seeded order, so a partial pass (limit_*_batches, max_windows) sees every species and label
             self.tables[name] = table.take(rng.permutation(np.flatnonzero(code == i)))
-            self.datasets[name] = GSRDataset(self.tables[name], self.tokenizer, self.motifs)
+            self.datasets[name] = GSRDataset(self.tables[name], self.tokenizer, self.motifs, self.phases)
         sizes = {n: len(d) for n, d in self.datasets.items()}
         if min(sizes.values()) == 0:
             raise ConfigError(f"a GSR split is empty ({sizes}); add rows or change fractions/holdout_chromosomes")
         log.info(f"GSR {self.split} split sizes: {sizes}")
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.datasets[split]
+        dataset = training_rows(self.datasets[split], self.phases, self.train_phases) if shuffle else self.datasets[split]
         return DataLoader(
             dataset,
             batch_size=self.local_batch_size,

@@ -5,6 +5,9 @@ signal and ``false_id`` (``A``) otherwise. Keeping the full-vocabulary head (rat
 released checkpoint answers zero-shot and fine-tuning starts from the head it was trained with. The score is
 p(true) = softmax over the two logits [false_id, true_id]. Logits are computed at ``answer_pos`` only.
 
+With ``data.phases=6`` a validation or test row holds its window's six phases: each is scored, ``score`` averages the
+six p(true), so metrics stay one row per window; the loss is the CE of every phase (what training minimises per row).
+
 Per-species and per-motif figures, with the k-mer baseline beside them, come from ``dnagpt.eval.gsr``.
 """
 
@@ -38,18 +41,23 @@ class GSRTask(DNAGPTTask):
         self.val_auroc_best = MaxMetric()
 
     def answer_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, V) token-head logits at each row's ``<=>`` position."""
+        """(B, V) token-head logits at each row's ``<=>`` position; (B, P, V) when each row holds P phases (input_ids
+        (B, P, T)), all scored in one forward pass."""
         input_ids, answer_pos = batch["input_ids"], batch["answer_pos"]
-        if (answer_pos < 0).any() or (answer_pos >= input_ids.shape[1]).any():
-            raise ValueError(f"answer_pos {answer_pos.tolist()} outside the {input_ids.shape[1]} tokens of the batch")
-        out = self.model(input_ids, compute_logits=False)
-        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-        return self.model.logits(out.hidden[rows, answer_pos])
+        if (answer_pos < 0).any() or (answer_pos >= input_ids.shape[-1]).any():
+            raise ValueError(f"answer_pos {answer_pos.tolist()} outside the {input_ids.shape[-1]} tokens of the batch")
+        prompts = input_ids.reshape(-1, input_ids.shape[-1])
+        out = self.model(prompts, compute_logits=False)
+        rows = torch.arange(prompts.shape[0], device=input_ids.device)
+        pos = answer_pos.repeat_interleave(prompts.shape[0] // answer_pos.shape[0])  # one position for all phases
+        logits = self.model.logits(out.hidden[rows, pos])
+        return logits.reshape(*input_ids.shape[:-1], logits.shape[-1])
 
     def score(self, logits: torch.Tensor) -> torch.Tensor:
-        """p(true signal) from the two answer logits."""
+        """(B,) p(true signal) from the two answer logits; the mean over the phases for (B, P, V) logits."""
         tok = self.tokenizer
-        return torch.softmax(logits[:, [tok.false_id, tok.true_id]].float(), dim=-1)[:, 1]
+        p_true = torch.softmax(logits[..., [tok.false_id, tok.true_id]].float(), dim=-1)[..., 1]
+        return p_true.mean(dim=1) if p_true.dim() == 2 else p_true
 
     def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor] | None:
         label = batch["label"]
@@ -57,7 +65,8 @@ class GSRTask(DNAGPTTask):
             raise ValueError(f"{split} batch has labels {label.unique().tolist()}; GSR labels are 0 or 1")
         logits = self.answer_logits(batch)
         target = torch.where(label == 1, self.tokenizer.true_id, self.tokenizer.false_id)
-        loss = F.cross_entropy(logits.float(), target)
+        phases = logits.shape[1] if logits.dim() == 3 else 1
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.repeat_interleave(phases))
         if self.drop_nonfinite(split, {"loss": loss}):
             return None
         p_true = self.score(logits.detach())
