@@ -79,8 +79,8 @@ def test_baseline_learns_a_separable_problem_and_needs_the_sides_apart() -> None
         seqs.append("".join(s))
         labels.append(i % 2)
     y = np.array(labels[200:])
-    split = KmerLogistic(k=6, cut=60).fit(seqs[:200], labels[:200]).predict_proba(seqs[200:])
-    whole = KmerLogistic(k=6).fit(seqs[:200], labels[:200]).predict_proba(seqs[200:])
+    split = KmerLogistic(k=6, cut=60).fit(seqs[:200], labels[:200]).predict_proba(seqs[200:])[:, 1]
+    whole = KmerLogistic(k=6).fit(seqs[:200], labels[:200]).predict_proba(seqs[200:])[:, 1]
     assert binary_scores(split, y)["acc"] > 0.9
     assert binary_scores(whole, y)["acc"] < 0.75
     with pytest.raises(ValueError, match="both classes"):

@@ -4,10 +4,13 @@
 
 1. scores the test split with the model (p(true) from the two answer logits, the task's own ``score``);
 2. fits one logistic regression on 6-mer counts per (signal, species) on the *train* split of the same DataModule
-   (upstream and downstream of the cut kept apart: the same 600 bp the model sees) and scores the same test rows;
+   (upstream and downstream of the cut kept apart: the same 600 bp the model sees), its ``C`` chosen from a grid by
+   AUROC on that group's *val* rows (``dnagpt.eval.kmer_baselines.tune_on_validation``), and scores the same test rows;
 3. computes accuracy, F1, MCC and AUROC (torchmetrics, threshold 0.5) for both on every group, writes
-   ``gsr_metrics.csv`` / ``gsr_metrics.json``, ``roc_<group>.png`` and ``confusion_<group>.png`` per (signal, species),
-   logs a summary table and returns flat scalars ``test/<group>/<metric>`` and ``test/<group>/baseline_<metric>``.
+   ``gsr_metrics.csv`` / ``gsr_metrics.json`` (per (signal, species) also ``baseline_C`` and ``baseline_grid``, the
+   (C, val AUROC) pairs), ``roc_<group>.png`` and ``confusion_<group>.png`` per (signal, species), logs a summary table
+   and returns flat scalars ``test/<group>/<metric>``, ``test/<group>/baseline_<metric>`` and
+   ``test/<signal>_<species>/baseline_C``.
 
 Groups: ``all``, ``<signal>_<species>`` (e.g. ``pas_human``) and ``<signal>_motif_<MOTIF>``.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,7 @@ from torchmetrics.functional.classification import (
 
 from dnagpt.data.gsr import cut_signal
 from dnagpt.data.gsr_table import SIGNALS
-from dnagpt.eval.kmer_baselines import KmerLogistic
+from dnagpt.eval.kmer_baselines import KmerLogistic, check_grid
 from dnagpt.utils.plots import save_figure, subplots
 from dnagpt.utils.pylogger import RankedLogger
 
@@ -74,31 +78,36 @@ def group_index(signal: np.ndarray, species: np.ndarray, motif: np.ndarray) -> d
 
 
 class GSREvaluator:
-    """Callable evaluation hook; see the module docstring."""
+    """Callable evaluation hook; see the module docstring. ``C``: one value (fixed) or a grid chosen on validation."""
 
-    def __init__(self, kmer: int = 6, C: float = 1.0, batch_size: int = 32) -> None:
-        self.kmer, self.C, self.batch_size = kmer, C, batch_size
+    def __init__(self, kmer: int = 6, C: float | Sequence[float] = 1.0, batch_size: int = 32) -> None:
+        self.kmer, self.C, self.batch_size = kmer, check_grid(C, "evaluation.C"), batch_size
 
-    def baseline(self, datamodule: Any, seed: int) -> np.ndarray:
-        """Baseline p(true) on the test rows: one model per (signal, species), fitted on that group's train rows."""
-        train, test = datamodule.tables["train"], datamodule.tables["test"]
+    def baseline(self, datamodule: Any, seed: int) -> tuple[np.ndarray, dict[str, KmerLogistic]]:
+        """Baseline p(true) on the test rows and the fitted model per ``<signal>_<species>`` group: one model per
+        group, fitted on its train rows with ``C`` chosen on its val rows."""
+        tables = datamodule.tables
+        test = tables["test"]
         out = np.full(len(test), np.nan)
+        models = {}
         for signal in sorted(set(test.signal)):
             for species in sorted(set(test.species[test.signal == signal])):
-                tr = np.flatnonzero((train.signal == signal) & (train.species == species))
-                te = np.flatnonzero((test.signal == signal) & (test.species == species))
-                cut = SIGNALS[signal].start
-                model = KmerLogistic(k=self.kmer, cut=cut, C=self.C, seed=seed)
-                model.fit([cut_signal(s, signal) for s in train.sequence[tr]], train.label[tr])
-                out[te] = model.predict_proba([cut_signal(s, signal) for s in test.sequence[te]])
-        return out
+                rows = {s: np.flatnonzero((t.signal == signal) & (t.species == species)) for s, t in tables.items()}
+                seqs = {s: [cut_signal(q, signal) for q in tables[s].sequence[rows[s]]] for s in rows}
+                model = KmerLogistic(k=self.kmer, cut=SIGNALS[signal].start, C=self.C, seed=seed)
+                model.fit(seqs["train"], tables["train"].label[rows["train"]],
+                          val=(seqs["val"], tables["val"].label[rows["val"]]) if len(rows["val"]) else None)  # fmt: skip
+                out[rows["test"]] = model.predict_proba(seqs["test"])[:, 1]
+                models[f"{signal}_{species}"] = model
+        return out, models
 
     def __call__(self, module: Any, datamodule: Any, trainer: Any, output_dir: str | Path) -> dict[str, float]:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         test = datamodule.tables["test"]
         loader = DataLoader(datamodule.datasets["test"], batch_size=self.batch_size, shuffle=False)
-        scores = {"model": predict(module, loader), "baseline": self.baseline(datamodule, datamodule.seed)}
+        baseline, fitted = self.baseline(datamodule, datamodule.seed)
+        scores = {"model": predict(module, loader), "baseline": baseline}
         if len(scores["model"]) != len(test):
             raise RuntimeError(f"scored {len(scores['model'])} test rows, the table has {len(test)}")
         groups = group_index(test.signal, test.species, test.motif)
@@ -109,6 +118,9 @@ class GSREvaluator:
                 for metric, value in binary_scores(p[idx], test.label[idx]).items():
                     row[f"{who}_{metric}"] = value
                     flat[f"test/{name}/{'' if who == 'model' else 'baseline_'}{metric}"] = value
+            if name in fitted:
+                row |= {"baseline_C": fitted[name].C_, "baseline_grid": fitted[name].grid}
+                flat[f"test/{name}/baseline_C"] = fitted[name].C_
             rows.append(row)
         self._write_tables(rows, output_dir)
         for name, idx in groups.items():
@@ -120,11 +132,13 @@ class GSREvaluator:
 
     @staticmethod
     def _write_tables(rows: list[dict[str, Any]], output_dir: Path) -> None:
+        """One row per group; the baseline's grid is a JSON list of [C, val AUROC] (a JSON string in the CSV)."""
+        fields = list(dict.fromkeys(k for r in rows for k in r))  # groups without a baseline of their own lack C
         with open(output_dir / "gsr_metrics.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
-            writer.writerows(rows)
-        clean = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
+            writer.writerows({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows)
+        clean = [{k: _json_value(r.get(k)) for k in fields} for r in rows]
         (output_dir / "gsr_metrics.json").write_text(json.dumps(clean, indent=2))
 
     @staticmethod
@@ -153,9 +167,17 @@ class GSREvaluator:
         save_figure(fig, output_dir / f"confusion_{name}.png", dpi=110)
 
 
+def _json_value(v: Any) -> Any:
+    """NaN (an undefined metric, a missing grid score) as JSON null, in lists too."""
+    if isinstance(v, list | tuple):
+        return [_json_value(x) for x in v]
+    return None if isinstance(v, float) and not np.isfinite(v) else v
+
+
 def summary_table(rows: list[dict[str, Any]]) -> str:
-    """Fixed-width table of the overall and per-species rows: accuracy / MCC / AUROC for model and baseline."""
-    head = f"{'group':<18}{'n':>6}  {'acc':>6}{'mcc':>7}{'auroc':>7}  | {'base acc':>8}{'mcc':>7}{'auroc':>7}"
+    """Fixed-width table of the overall and per-species rows: accuracy / MCC / AUROC for model and baseline, and the
+    baseline's chosen C."""
+    head = f"{'group':<18}{'n':>6}  {'acc':>6}{'mcc':>7}{'auroc':>7}  | {'base acc':>8}{'mcc':>7}{'auroc':>7}{'C':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
         if "_motif_" in r["group"]:
@@ -163,5 +185,6 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['group']:<18}{r['n']:>6}  {r['model_acc']:>6.3f}{r['model_mcc']:>7.3f}{r['model_auroc']:>7.3f}"
             f"  | {r['baseline_acc']:>8.3f}{r['baseline_mcc']:>7.3f}{r['baseline_auroc']:>7.3f}"
+            + (f"{r['baseline_C']:>8g}" if "baseline_C" in r else "")
         )
     return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""Baselines with the same care as the model: regularisation chosen on the validation split, never fitted on it, and
+the expression set's k-fold cross-validation (grouped, disjoint tests that cover every row)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra.utils import instantiate
+from sklearn.metrics import roc_auc_score
+
+from dnagpt.data.gsr import cut_signal
+from dnagpt.data.gsr_table import read_gsr_tsv
+from dnagpt.eval.kmer_baselines import KmerLogistic, tune_on_validation
+from dnagpt.pipeline import build_parts, build_task
+from dnagpt.utils.errors import ConfigError
+from dnagpt.utils.resolvers import resource_path
+
+PAS = Path(resource_path("gsr/pas_subset.tsv.gz"))
+GRID = [0.003, 0.03, 0.3, 3.0]
+
+
+@pytest.fixture(scope="module")
+def human_pas() -> dict[str, tuple[list[str], np.ndarray]]:
+    """Real human PAS windows of the shipped subset (signal cut out, as the baseline reads them) in three parts."""
+    t = read_gsr_tsv(PAS, "pas")
+    rows = np.random.default_rng(0).permutation(np.flatnonzero(t.species == "human"))[:900]
+    parts = {"train": rows[:500], "val": rows[500:700], "test": rows[700:]}
+    return {k: ([cut_signal(s, "pas") for s in t.sequence[r]], t.label[r]) for k, r in parts.items()}
+
+
+# ---- tuning on validation ------------------------------------------------------------------------------------------
+def test_chosen_C_has_the_best_val_auroc_and_is_fitted_on_train_only(human_pas) -> None:
+    train, val, test = human_pas["train"], human_pas["val"], human_pas["test"]
+    tuned = KmerLogistic(cut=300, C=GRID).fit(*train, val=val)
+    fixed = {c: KmerLogistic(cut=300, C=c).fit(*train) for c in GRID}  # each grid point on its own
+    want = [(c, roc_auc_score(val[1], m.predict_proba(val[0])[:, 1])) for c, m in fixed.items()]
+    assert tuned.metric == "val_auroc"
+    assert [c for c, _ in tuned.grid] == GRID
+    np.testing.assert_allclose([s for _, s in tuned.grid], [s for _, s in want], rtol=0, atol=1e-12)
+    assert tuned.C_ == max(want, key=lambda cs: cs[1])[0]
+    assert len({round(s, 6) for _, s in want}) > 1  # the grid matters on real data, so the choice is a real one
+    # the chosen model is the training-rows fit at that C: the validation rows never entered a fit
+    np.testing.assert_array_equal(tuned.predict_proba(test[0]), fixed[tuned.C_].predict_proba(test[0]))
+
+
+def test_a_grid_of_one_value_is_the_fixed_fit(human_pas) -> None:
+    train, val, test = human_pas["train"], human_pas["val"], human_pas["test"]
+    one = KmerLogistic(cut=300, C=[0.3]).fit(*train, val=val)
+    fixed = KmerLogistic(cut=300, C=0.3).fit(*train)
+    np.testing.assert_array_equal(one.predict_proba(test[0]), fixed.predict_proba(test[0]))
+    assert one.C_ == fixed.C_ == 0.3 and np.isnan(fixed.grid[0][1]) and np.isfinite(one.grid[0][1])
+
+
+def test_multi_class_chooses_by_val_log_loss() -> None:
+    """Four classes: which species a real PAS window comes from."""
+    t = read_gsr_tsv(PAS, "pas")
+    rows = np.random.default_rng(1).permutation(len(t))[:1200]
+    seqs = [cut_signal(s, "pas") for s in t.sequence[rows]]
+    names, y = np.unique(t.species[rows], return_inverse=True)
+    train, val, test = slice(0, 700), slice(700, 950), slice(950, None)
+    model = KmerLogistic(k=4, C=GRID).fit(seqs[train], y[train], val=(seqs[val], y[val]))
+    p = model.predict_proba(seqs[test])
+    assert p.shape == (250, len(names)) == (250, 4)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    assert model.metric == "val_neg_log_loss" and model.C_ == max(model.grid, key=lambda cs: cs[1])[0]
+    assert (p.argmax(axis=1) == y[test]).mean() > 0.4  # chance is about 0.25
+    with pytest.raises(ValueError, match="never occur in the training rows"):
+        KmerLogistic(k=4, C=GRID).fit(seqs[train], np.minimum(y[train], 2), val=(seqs[val], y[val]))
+
+
+def test_tuning_refuses_what_it_cannot_choose(human_pas) -> None:
+    train, val = human_pas["train"], human_pas["val"]
+    with pytest.raises(ConfigError, match="needs validation rows"):
+        KmerLogistic(cut=300, C=GRID).fit(*train)
+    for bad in ([], [0.0, 1.0], -1.0, [float("nan")]):
+        with pytest.raises(ConfigError, match="positive number"):
+            KmerLogistic(C=bad)
+    one_class = (val[0][:20], np.ones(20, dtype=int))
+    with pytest.raises(ValueError, match="cannot rank them"):
+        KmerLogistic(cut=300, C=GRID).fit(*train, val=one_class)
+
+
+def test_tune_on_validation_takes_the_first_of_equal_scores() -> None:
+    class Constant:
+        def __init__(self, v: float) -> None:
+            self.v = v
+
+        def fit(self, x, y) -> "Constant":
+            return self
+
+    t = tune_on_validation(Constant, [1.0, 2.0, 3.0], (None, None), (None, None), lambda m, x, y: min(m.v, 2.0))
+    assert t.value == 2.0 and t.model.v == 2.0 and t.grid == [(1.0, 1.0), (2.0, 2.0), (3.0, 2.0)]
+
+
+# ---- the GSR evaluator ---------------------------------------------------------------------------------------------
+def test_gsr_evaluator_writes_the_chosen_C_and_the_grid(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("evaluate", ["task=gsr", "model.block_size=128", "data.species.pas=[human,mouse]",
+                                "evaluation.C=[0.01,0.3,10.0]"])  # fmt: skip
+    tokenizer, dm, model_cfg = build_parts(cfg)
+    dm.setup("test")
+    evaluator = instantiate(cfg.evaluation)
+    got = evaluator(build_task(cfg, tokenizer, model_cfg), dm, None, tmp_path)
+    rows = {r["group"]: r for r in json.loads((tmp_path / "gsr_metrics.json").read_text())}
+    for species in ("human", "mouse"):
+        row = rows[f"pas_{species}"]
+        assert [c for c, _ in row["baseline_grid"]] == [0.01, 0.3, 10.0]
+        assert row["baseline_C"] == max(row["baseline_grid"], key=lambda cs: cs[1])[0]
+        assert got[f"test/pas_{species}/baseline_C"] == row["baseline_C"]
+        # the grid's scores are those of the group's own val rows
+        val = dm.tables["val"]
+        idx = np.flatnonzero(val.species == species)
+        fixed = KmerLogistic(cut=300, C=row["baseline_C"], seed=dm.seed)
+        t = dm.tables["train"]
+        tr = np.flatnonzero(t.species == species)
+        fixed.fit([cut_signal(s, "pas") for s in t.sequence[tr]], t.label[tr])
+        p = fixed.predict_proba([cut_signal(s, "pas") for s in val.sequence[idx]])[:, 1]
+        assert dict(map(tuple, row["baseline_grid"]))[row["baseline_C"]] == pytest.approx(roc_auc_score(val.label[idx], p))
+    assert rows["all"]["baseline_C"] is None
+    header = (tmp_path / "gsr_metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"baseline_C", "baseline_grid"} <= set(header)
