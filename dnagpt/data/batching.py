@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping, Sized
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from dnagpt.utils.errors import ConfigError
@@ -128,6 +129,11 @@ class PhaseRows(Dataset):
     def __getitem__(self, k: int) -> dict[str, Any]:
         window, phase = divmod(k, self.phases)
         return {key: v[phase] if key in PHASED_KEYS else v for key, v in self.windows[window].items()}
+
+
+def mean_over_phases(scores: torch.Tensor) -> torch.Tensor:
+    """(B,) per window: the mean of (B, P) per-phase scores, or (B,) scores as they are."""
+    return scores.mean(dim=1) if scores.dim() == 2 else scores
 
 
 def training_rows(windows: Dataset, phases: int, draw: str) -> Dataset:

@@ -17,6 +17,12 @@ Xpresso's eight half-life features, so the default is sequence only.
   when the DataModule is built, naming both numbers.
 * **Scaling.** Features and label are z-scored with training-split statistics only; ``label_mean`` and
   ``label_std`` map predictions back to label units.
+* **Phases** (``phases=6``; 1, the default, is the release prompt). A promoter window is a crop of a longer stored
+  sequence, so phase ``s`` reads the window shifted ``s`` bp downstream (upstream where the stored sequence ends
+  first): every phase keeps the window's length and phase 0 is the release prompt. Only a window that fills the
+  stored sequence (Xpresso's full ``[-7000, 3500]``) is trimmed as GSR's are: ``s`` bp in front, ``6 - s`` behind,
+  one 6-mer fewer. Items then hold all six prompts (``input_ids`` (6, T)); training reads them as rows and the task
+  averages the six predictions at validation and test (:mod:`dnagpt.data.batching`). Baselines read the window.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dnagpt.data.batching import SplitLoaders, per_device_batch_size
+from dnagpt.data.batching import SplitLoaders, check_phases, per_device_batch_size, training_rows
 from dnagpt.data.expression_table import SPLIT_METHODS, ExpressionTable, assign_splits, overlap_groups, read_expression_table
 from dnagpt.data.splits import SPLITS, check_split_size
 from dnagpt.data.tables import require_file
@@ -39,7 +45,7 @@ from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.errors import ConfigError, InputError
 from dnagpt.utils.pylogger import RankedLogger
 
-__all__ = ["ExpressionDataModule", "SplitData"]
+__all__ = ["ExpressionDataModule", "SplitData", "phase_spans"]
 
 log = RankedLogger(__name__)
 
@@ -53,6 +59,22 @@ class SplitData:
     features: np.ndarray  # (n, F) float32, z-scored with training statistics
     labels: np.ndarray  # (n,) float64, label units (after any log10)
     rows: np.ndarray  # (n,) row index in the table
+
+
+def phase_spans(start: int, end: int, length: int, phases: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` in the stored sequence (``length`` bp) of each phase of the window ``[start, end)``: shifted
+    ``0 .. phases - 1`` bp downstream, else upstream, else (no room either way) trimmed by ``phases`` bp.
+
+    >>> phase_spans(6, 18, 30, 3), phase_spans(6, 18, 19, 3), phase_spans(0, 9, 9, 3)
+    ([(6, 18), (7, 19), (8, 20)], [(6, 18), (5, 17), (4, 16)], [(0, 6), (1, 7), (2, 8)])
+    """
+    if phases == 1:
+        return [(start, end)]
+    if end + phases - 1 <= length:
+        return [(start + s, end + s) for s in range(phases)]
+    if start >= phases - 1:
+        return [(start - s, end - s) for s in range(phases)]
+    return [(start + s, end - phases + s) for s in range(phases)]
 
 
 class _TensorDataset(Dataset):
@@ -98,8 +120,11 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         pin_memory: bool = False,
+        phases: int = 1,
+        train_phases: str = "random",
     ) -> None:
         super().__init__()
+        check_phases(phases, train_phases, tokenizer.k)
         self.path = require_file("path", path)  # read in setup; a wrong path fails here, when the config is built
         if split not in SPLIT_METHODS:
             raise ConfigError(f"data.split={split!r} is not one of {SPLIT_METHODS}")
@@ -124,6 +149,7 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
                             coordinate_columns=list(coordinate_columns) if coordinate_columns else None)  # fmt: skip
         self.split, self.val_size, self.test_size, self.split_seed = split, val_size, test_size, split_seed
         self.batch_size, self.num_workers, self.seed, self.pin_memory = batch_size, num_workers, seed, pin_memory
+        self.phases, self.train_phases = phases, train_phases
         self.local_batch_size = batch_size
         self.table: ExpressionTable | None = None
         self.label_mean = self.label_std = float("nan")
@@ -179,15 +205,18 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
             mean, std = _mean_std(table.features[train, j], c, table.path)
             self._features[:, j] = (table.features[:, j] - mean) / std
         self.table, self._windows = table, windows
-        ids = self._encode(table, windows)
+        spans = phase_spans(a, b, self.sequence_length, self.phases)
+        phased = [self._encode(table, [s[lo:hi] for s in table.sequences]) for lo, hi in spans]
+        ids = phased[0] if self.phases == 1 else np.stack(phased, axis=1)  # (n, T) or (n, phases, T)
         targets = ((table.labels - self.label_mean) / self.label_std).astype(np.float32)
         for s, rows in self._splits.items():
             self._datasets[s] = self._dataset(ids[rows], rows, targets[rows])
         sizes = ", ".join(f"{s} {len(r)}" for s, r in self._splits.items())
         log.info(
             f"expression: {len(table.ids)} genes from {table.path} ({sizes}; split={self.split}, "
-            f"{len(np.unique(groups))} groups); window {list(self.window)}, {ids.shape[1]} tokens + "
-            f"{self.n_features} values per prompt; label mean {self.label_mean:.4f}, std {self.label_std:.4f} (train)"
+            f"{len(np.unique(groups))} groups); window {list(self.window)}, {ids.shape[-1]} tokens + "
+            f"{self.n_features} values per prompt, {self.phases} phase(s) (stored bp {spans}); "
+            f"label mean {self.label_mean:.4f}, std {self.label_std:.4f} (train)"
         )
 
     def _encode(self, table: ExpressionTable, windows: list[str]) -> np.ndarray:
@@ -204,18 +233,19 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
         return ids
 
     def _dataset(self, ids: np.ndarray, rows: np.ndarray, targets: np.ndarray) -> _TensorDataset:
-        n, T = ids.shape
+        """Prompts ``ids`` (n, T), or (n, phases, T): every phase has the same layout, so positions are shared."""
+        n, T = ids.shape[0], ids.shape[-1]
         F = self.n_features
         first_m = T - 3 if F else T - 1  # index of the <M> the features follow (none without features)
         return _TensorDataset({
             "input_ids": torch.from_numpy(ids),
-            "attention_mask": torch.ones(n, T, dtype=torch.bool),
+            "attention_mask": torch.ones(ids.shape, dtype=torch.bool),
             "values": torch.from_numpy(self._features[rows]),
             "value_pos": torch.full((n, F), first_m, dtype=torch.long),
             "value_mask": torch.ones(n, F, dtype=torch.bool),
             "reg_pos": torch.full((n, 1), T - 1, dtype=torch.long),
             "target": torch.from_numpy(targets),
-            "species": torch.from_numpy(ids[:, 0].copy()),
+            "species": torch.from_numpy(ids.reshape(n, -1)[:, 0].copy()),
             "row": torch.from_numpy(rows.astype(np.int64)),
         })  # fmt: skip
 
@@ -246,7 +276,7 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
         return np.asarray(z, dtype=np.float64) * self.label_std + self.label_mean
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.dataset(split)
+        dataset = training_rows(self.dataset(split), self.phases, self.train_phases) if shuffle else self.dataset(split)
         return DataLoader(
             dataset,
             batch_size=self.local_batch_size,

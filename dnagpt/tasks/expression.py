@@ -7,6 +7,9 @@ it stays in the model, so checkpoints keep the release layout and load strictly.
 Metrics per held-out split: ``r2`` (coefficient of determination, torchmetrics ``R2Score``), ``pearson``,
 ``spearman`` and ``pearson_r2`` (squared Pearson r: what Xpresso's scripts print as "R^2" and the figure the
 DNAGPT paper compares with). All are invariant to the z-scoring, so they hold in label units too.
+
+With ``data.phases=6`` a validation or test row holds its promoter's six phases: ``predict`` averages the six
+predictions, so metrics stay one row per gene; the loss is the MSE of every phase (what training minimises per row).
 """
 
 import torch
@@ -14,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, PearsonCorrCoef, R2Score, SpearmanCorrCoef
 
+from dnagpt.data.batching import mean_over_phases
 from dnagpt.data.expression import ExpressionDataModule
 from dnagpt.tasks.base import DNAGPTTask, held_out
 
@@ -33,22 +37,24 @@ class ExpressionTask(DNAGPTTask):
         self.val_r2_best = MaxMetric()
 
     def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B,) z-scored predictions of the regression head at each prompt's last ``<M>``."""
-        has_values = batch["values"].shape[1] > 0
-        out = self.model(
-            batch["input_ids"],
-            values=batch["values"] if has_values else None,
-            value_pos=batch["value_pos"] if has_values else None,
-            value_mask=batch["value_mask"] if has_values else None,
-            reg_pos=batch["reg_pos"],
-            compute_logits=False,
-        )
-        return out.value_pred[:, 0].float()
+        """(B,) z-scored predictions of the regression head at each prompt's last ``<M>``; the mean over the phases
+        when each row holds several."""
+        return mean_over_phases(self.phase_predictions(batch))
+
+    def phase_predictions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) predictions, or (B, P) when each row holds P phases (input_ids (B, P, T)), in one forward pass."""
+        input_ids = batch["input_ids"]
+        phases = input_ids.shape[1] if input_ids.dim() == 3 else 1
+        numbers = ("values", "value_pos", "value_mask") if batch["values"].shape[1] else ()  # sequence only: none
+        per_prompt = {k: batch[k].repeat_interleave(phases, dim=0) for k in (*numbers, "reg_pos")}
+        out = self.model(input_ids.reshape(-1, input_ids.shape[-1]), **per_prompt, compute_logits=False)
+        return out.value_pred[:, 0].float().reshape(input_ids.shape[:-1])
 
     def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor] | None:
-        pred = self.predict(batch)
+        phase_pred = self.phase_predictions(batch)
         target = batch["target"].float()
-        loss = F.mse_loss(pred, target)
+        loss = F.mse_loss(phase_pred, target.reshape(-1, *[1] * (phase_pred.dim() - 1)).expand_as(phase_pred))
+        pred = mean_over_phases(phase_pred)
         if self.drop_nonfinite(split, {"loss": loss}):
             return None
         if split == "train":

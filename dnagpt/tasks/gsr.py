@@ -17,6 +17,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score, BinaryMatthewsCorrCoef
 
+from dnagpt.data.batching import mean_over_phases
 from dnagpt.data.gsr import GSRDataModule
 from dnagpt.tasks.base import DNAGPTTask, held_out
 
@@ -56,8 +57,7 @@ class GSRTask(DNAGPTTask):
     def score(self, logits: torch.Tensor) -> torch.Tensor:
         """(B,) p(true signal) from the two answer logits; the mean over the phases for (B, P, V) logits."""
         tok = self.tokenizer
-        p_true = torch.softmax(logits[..., [tok.false_id, tok.true_id]].float(), dim=-1)[..., 1]
-        return p_true.mean(dim=1) if p_true.dim() == 2 else p_true
+        return mean_over_phases(torch.softmax(logits[..., [tok.false_id, tok.true_id]].float(), dim=-1)[..., 1])
 
     def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor] | None:
         label = batch["label"]
