@@ -9,6 +9,7 @@ import pytest
 from hydra.utils import instantiate
 from sklearn.metrics import roc_auc_score
 
+from dnagpt.data.expression_table import overlap_groups
 from dnagpt.data.gsr import cut_signal
 from dnagpt.data.gsr_table import read_gsr_tsv
 from dnagpt.eval.kmer_baselines import KmerLogistic, tune_on_validation
@@ -119,3 +120,42 @@ def test_gsr_evaluator_writes_the_chosen_C_and_the_grid(make_cfg, tmp_path: Path
     assert rows["all"]["baseline_C"] is None
     header = (tmp_path / "gsr_metrics.csv").read_text().splitlines()[0].split(",")
     assert {"baseline_C", "baseline_grid"} <= set(header)
+
+
+# ---- expression: k-fold cross-validation ---------------------------------------------------------------------------
+def _kfold_dm(make_cfg, fold: int, *extra: str):
+    cfg = make_cfg("train", ["task=expression", "model.block_size=512", "data.split=kfold", "data.n_folds=5",
+                             f"data.fold={fold}", *extra])  # fmt: skip
+    _, dm, _ = build_parts(cfg)
+    dm.setup("fit")
+    return dm
+
+
+def test_expression_kfold_tests_are_disjoint_grouped_and_cover_the_set(make_cfg) -> None:
+    dms = [_kfold_dm(make_cfg, f) for f in range(5)]
+    table = dms[0].table
+    n = len(table.ids)
+    groups = overlap_groups(table.sequences, table.coords, (-7000, 3500))
+    tests = [dm.split_data("test").rows for dm in dms]
+    assert sorted(np.concatenate(tests).tolist()) == list(range(n))  # disjoint, and together every row
+    assert all(abs(len(t) - n / 5) < 10 for t in tests)
+    for f, dm in enumerate(dms):
+        rows = {s: dm.split_data(s).rows for s in ("train", "val", "test")}
+        assert sorted(np.concatenate(list(rows.values())).tolist()) == list(range(n))
+        assert abs(len(rows["val"]) - 0.15 * n) < 10
+        # no group (genes sharing bases on the genome) on two sides
+        sides = {s: set(groups[r].tolist()) for s, r in rows.items()}
+        assert not (sides["train"] & sides["val"] or sides["train"] & sides["test"] or sides["val"] & sides["test"])
+        # the other folds' tests lie in this fold's train + val: one partition into folds for every fold
+        others = np.concatenate([t for g, t in enumerate(tests) if g != f])
+        assert np.isin(others, np.concatenate([rows["train"], rows["val"]])).all()
+    again = _kfold_dm(make_cfg, 2)
+    assert all(np.array_equal(again.split_data(s).rows, dms[2].split_data(s).rows) for s in ("train", "val", "test"))
+    reseeded = _kfold_dm(make_cfg, 2, "data.split_seed=1")
+    assert not np.array_equal(reseeded.split_data("test").rows, dms[2].split_data("test").rows)
+
+
+def test_expression_kfold_refuses_a_fold_outside_the_folds(make_cfg) -> None:
+    for bad in ("data.fold=5", "data.fold=-1", "data.n_folds=1"):
+        with pytest.raises(ConfigError, match="n_folds"):
+            _kfold_dm(make_cfg, 0, bad)

@@ -10,8 +10,9 @@ z-scored label) is what the model predicts, so nothing is inserted after it. The
 Xpresso's eight half-life features, so the default is sequence only.
 
 * **Rows.** :mod:`dnagpt.data.expression_table` reads and checks the table and assigns the splits (``grouped``,
-  ``random``, ``ordered``); grouping is on the whole stored sequences, so the split does not depend on ``window``.
-  ``split_seed`` is not the training seed, so reseeding training keeps the test set.
+  ``random``, ``ordered``, ``kfold``: fold ``fold`` of ``n_folds`` grouped folds as test); grouping is on the whole
+  stored sequences, so the split does not depend on ``window``. ``split_seed`` is not the training seed, so reseeding
+  training keeps the test set.
 * **Window.** ``window = [start, end)`` in bp relative to the TSS, e.g. ``[-7000, 3500]`` (Xpresso's full input,
   1,750 6-mers) or a crop that fits a 512-position model; the prompt length is checked against ``block_size``
   when the DataModule is built, naming both numbers.
@@ -38,7 +39,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dnagpt.data.batching import SplitLoaders, check_phases, per_device_batch_size, training_rows
-from dnagpt.data.expression_table import SPLIT_METHODS, ExpressionTable, assign_splits, overlap_groups, read_expression_table
+from dnagpt.data.expression_table import (
+    SPLIT_METHODS,
+    ExpressionTable,
+    assign_splits,
+    check_fold,
+    overlap_groups,
+    read_expression_table,
+)
 from dnagpt.data.splits import SPLITS, check_split_size
 from dnagpt.data.tables import require_file
 from dnagpt.tokenizer import KmerTokenizer
@@ -122,6 +130,8 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
         pin_memory: bool = False,
         phases: int = 1,
         train_phases: str = "random",
+        n_folds: int = 5,
+        fold: int = 0,
     ) -> None:
         super().__init__()
         check_phases(phases, train_phases, tokenizer.k)
@@ -142,6 +152,7 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
             )
         check_split_size(val_size, "val_size")
         check_split_size(test_size, "test_size")
+        check_fold(n_folds, fold)
         self.tss_index, self.sequence_length = tss_index, sequence_length
         self.columns = dict(id_column=id_column, label_column=label_column, sequence_column=sequence_column,
                             feature_columns=list(feature_columns), log10_columns=list(log10_columns),
@@ -150,6 +161,7 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
         self.split, self.val_size, self.test_size, self.split_seed = split, val_size, test_size, split_seed
         self.batch_size, self.num_workers, self.seed, self.pin_memory = batch_size, num_workers, seed, pin_memory
         self.phases, self.train_phases = phases, train_phases
+        self.n_folds, self.fold = n_folds, fold
         self.local_batch_size = batch_size
         self.table: ExpressionTable | None = None
         self.label_mean = self.label_std = float("nan")
@@ -196,7 +208,7 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
         # grouped on the whole stored sequences, so the split is the same whatever window the model reads
         span = (-self.tss_index, self.sequence_length - self.tss_index)
         groups = overlap_groups(table.sequences, table.coords, span)
-        names = assign_splits(groups, self.val_size, self.test_size, self.split_seed, self.split)
+        names = assign_splits(groups, self.val_size, self.test_size, self.split_seed, self.split, self.n_folds, self.fold)
         self._splits = {s: np.flatnonzero(names == s) for s in SPLITS}
         train = self._splits["train"]
         self.label_mean, self.label_std = _mean_std(table.labels[train], self.columns["label_column"], table.path)

@@ -8,7 +8,8 @@
 * **Splits.** ``grouped``: a seeded split of groups of genes whose stored sequences overlap on the genome (or are
   identical), so no test sequence shares bases with a training one; ``random``: the same per gene; ``ordered``: file
   order, the last ``test_size`` rows test and the ``val_size`` before them validation (Xpresso's rule for its
-  pre-shuffled files).
+  pre-shuffled files); ``kfold``: cross-validation, the groups of ``grouped`` dealt into ``n_folds`` folds of
+  near-equal rows, fold ``fold`` is test and ``val_size`` rows of the other folds (whole groups) validation.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from dnagpt.data.splits import SPLITS, fill_in_order, grouped_split, overlap_clusters, split_count
+from dnagpt.data.splits import SPLITS, fill_in_order, grouped_split, kfold_groups, overlap_clusters, split_count
 from dnagpt.data.tables import parse_float, parse_int, tsv_rows
 from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.errors import ConfigError, InputError
 
-__all__ = ["SPLIT_METHODS", "ExpressionTable", "assign_splits", "overlap_groups", "read_expression_table"]
+__all__ = ["SPLIT_METHODS", "ExpressionTable", "assign_splits", "check_fold", "overlap_groups", "read_expression_table"]
 
-SPLIT_METHODS = ("grouped", "random", "ordered")
+SPLIT_METHODS = ("grouped", "random", "ordered", "kfold")
 
 
 @dataclass(frozen=True)
@@ -141,13 +142,27 @@ def overlap_groups(
     return np.array([find(i) for i in range(len(sequences))])
 
 
+def check_fold(n_folds: int, fold: int) -> None:
+    """``fold`` names one of ``n_folds >= 2`` folds (0-based), or a ``ConfigError``."""
+    if not isinstance(n_folds, int) or not isinstance(fold, int) or n_folds < 2 or not 0 <= fold < n_folds:
+        raise ConfigError(f"data.fold={fold!r} must be an integer in 0..n_folds-1 with data.n_folds={n_folds!r} >= 2")
+
+
 def assign_splits(
-    groups: np.ndarray, val_size: float, test_size: float, seed: int, method: str = "grouped"
+    groups: np.ndarray,
+    val_size: float,
+    test_size: float,
+    seed: int,
+    method: str = "grouped",
+    n_folds: int = 5,
+    fold: int = 0,
 ) -> np.ndarray:
     """Split name of each row: whole groups go to one split (``ordered`` keeps file order and ignores groups).
 
     Groups are shuffled with ``seed``; test is filled first, then validation, each until it holds at least its
     share, so a split may exceed its share by less than one group (:func:`dnagpt.data.splits.fill_in_order`).
+    ``kfold`` deals the groups into ``n_folds`` folds with ``seed`` (the same folds for every ``fold``), takes fold
+    ``fold`` as test (``test_size`` is not used) and fills validation from the other folds' groups.
 
     >>> assign_splits(np.arange(7), 2, 2, seed=0, method="ordered").tolist()
     ['train', 'train', 'train', 'val', 'val', 'test', 'test']
@@ -155,14 +170,24 @@ def assign_splits(
     if method not in SPLIT_METHODS:
         raise ConfigError(f"split={method!r} is not one of {SPLIT_METHODS}")
     n = len(groups)
-    n_val, n_test = split_count(val_size, n, "val_size"), split_count(test_size, n, "test_size")
+    if method == "kfold":
+        check_fold(n_folds, fold)
+        rng = np.random.default_rng(seed)
+        folds = kfold_groups(groups, n_folds, rng)
+        test = folds == fold
+        n_val, n_test = split_count(val_size, n, "val_size"), int(test.sum())
+    else:
+        n_val, n_test = split_count(val_size, n, "val_size"), split_count(test_size, n, "test_size")
     if n_val < 2 or n_test < 2 or n - n_val - n_test < 2:
         raise ConfigError(
             f"{n} rows cannot be split into val={n_val}, test={n_test} and a training rest: each split needs at "
             "least 2 rows (R² and correlations are undefined below that)"
         )
     quotas = {"test": n_test, "val": n_val}
-    if method == "ordered":  # the last rows of the file, filled from the end
+    if method == "kfold":  # validation: whole groups of the training folds, in an order drawn after the folds
+        code = np.full(n, SPLITS.index("test"), dtype=np.int8)
+        code[~test] = grouped_split(groups[~test], {"val": n_val}, rng)
+    elif method == "ordered":  # the last rows of the file, filled from the end
         code = fill_in_order(np.ones(n, dtype=np.int64), quotas)[::-1]
     else:
         rows = np.arange(n) if method == "random" else groups

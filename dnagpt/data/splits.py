@@ -7,6 +7,8 @@ A split is coded by its index in :data:`SPLITS` (0 train, 1 val, 2 test). The ru
   genomes split of individuals are all this rule; :func:`grouped_split` applies it to whole groups in a seeded order.
 * :func:`balanced_fill` — whole blocks in a seeded order, each to the split furthest below its target share (the GSR
   block split, which has no per-split counts to fill first).
+* :func:`kfold_groups` — whole groups in a seeded order dealt into ``n`` folds of near-equal rows by
+  :func:`balanced_fill`: the folds of a cross-validation, each test once.
 * :func:`overlap_clusters` — rows whose genomic intervals overlap, directly or through a chain, form one cluster, so
   a split rule applied to clusters never puts shared bases on two sides.
 """
@@ -22,8 +24,8 @@ import numpy as np
 from dnagpt.utils.errors import ConfigError
 
 __all__ = [
-    "SPLITS", "balanced_fill", "check_fractions", "check_split_size", "fill_in_order", "grouped_split", "overlap_clusters",
-    "split_count",
+    "SPLITS", "balanced_fill", "check_fractions", "check_split_size", "fill_in_order", "grouped_split", "kfold_groups",
+    "overlap_clusters", "split_count",
 ]  # fmt: skip
 
 SPLITS = ("train", "val", "test")
@@ -95,18 +97,37 @@ def grouped_split(
 
 def balanced_fill(sizes: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     """Split code of each block, taken in the given order: each goes to the split furthest below its target share
-    ``fractions × total size``, so shares come out close to the fractions whatever the block sizes.
+    ``fractions × total size``, so shares come out close to the fractions whatever the block sizes. Any number of
+    fractions works (the folds of :func:`kfold_groups`); three are the splits of :data:`SPLITS`.
 
     >>> balanced_fill(np.array([5, 1, 1, 2, 1]), np.array([0.6, 0.2, 0.2])).tolist()
     [0, 1, 2, 0, 1]
     """
     target = fractions * np.sum(sizes)
-    have = np.zeros(len(SPLITS))
+    have = np.zeros(len(fractions))
     code = np.empty(len(sizes), dtype=np.int8)
     for i, size in enumerate(sizes):
         code[i] = np.argmax(target - have)
         have[code[i]] += size
     return code
+
+
+def kfold_groups(groups: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold (0 .. n_folds - 1) of each row: whole groups, in a seeded order (the distinct groups sorted, then permuted
+    by ``rng``), each to the fold furthest below an equal share of the rows (:func:`balanced_fill`).
+
+    >>> kfold_groups(np.array([7, 7, 3, 3, 5, 9]), 3, np.random.default_rng(0)).tolist()
+    [0, 0, 1, 1, 2, 2]
+    """
+    if not isinstance(n_folds, int) or n_folds < 2:
+        raise ConfigError(f"n_folds={n_folds!r} must be an integer >= 2")
+    uniq, inverse, n_rows = np.unique(groups, return_inverse=True, return_counts=True)
+    if len(uniq) < n_folds:
+        raise ConfigError(f"{len(uniq)} groups of rows cannot fill {n_folds} folds")
+    order = rng.permutation(len(uniq))
+    fold = np.empty(len(uniq), dtype=np.int64)
+    fold[order] = balanced_fill(n_rows[order], np.full(n_folds, 1.0 / n_folds))
+    return fold[inverse.reshape(-1)]
 
 
 def overlap_clusters(chrom: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
