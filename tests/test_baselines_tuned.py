@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra.utils import instantiate
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import r2_score, roc_auc_score
 
 from dnagpt.data.expression_table import overlap_groups
 from dnagpt.data.gsr import cut_signal
 from dnagpt.data.gsr_table import read_gsr_tsv
+from dnagpt.eval.expression import ExpressionEvaluator, fit_baselines, regression_metrics
 from dnagpt.eval.kmer_baselines import KmerLogistic, tune_on_validation
 from dnagpt.pipeline import build_parts, build_task
 from dnagpt.utils.errors import ConfigError
@@ -159,3 +160,23 @@ def test_expression_kfold_refuses_a_fold_outside_the_folds(make_cfg) -> None:
     for bad in ("data.fold=5", "data.fold=-1", "data.n_folds=1"):
         with pytest.raises(ConfigError, match="n_folds"):
             _kfold_dm(make_cfg, 0, bad)
+
+
+def test_expression_evaluator_tunes_the_ridge_on_val_and_writes_the_grid(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("evaluate", ["task=expression", "model.block_size=512", "data.split=kfold", "data.fold=3",
+                                "evaluation.alphas=[0.01,1.0,100.0,10000.0]"])  # fmt: skip
+    tokenizer, dm, model_cfg = build_parts(cfg)
+    dm.setup("test")
+    got = instantiate(cfg.evaluation)(build_task(cfg, tokenizer, model_cfg), dm, None, tmp_path)
+    saved = json.loads((tmp_path / "expression_baselines_test.json").read_text())["kmer_ridge"]
+    assert [a for a, _ in saved["grid"]] == [0.01, 1.0, 100.0, 10000.0] and saved["metric"] == "val_r2"
+    assert saved["alpha"] == got["test/kmer_ridge_alpha"] == max(saved["grid"], key=lambda a: a[1])[0]
+    # the reported test R² is that of a ridge fitted on train alone at the chosen alpha
+    train, val, test = (dm.split_data(s) for s in ("train", "val", "test"))
+    fixed, _ = fit_baselines(train, None, test, alphas=saved["alpha"])
+    assert got["test/kmer_ridge_r2"] == pytest.approx(regression_metrics(test.labels, fixed["kmer_ridge"])["r2"])
+    # and its val score is the one in the grid
+    on_val, _ = fit_baselines(train, None, val, alphas=saved["alpha"])
+    assert dict(map(tuple, saved["grid"]))[saved["alpha"]] == pytest.approx(r2_score(val.labels, on_val["kmer_ridge"]))
+    with pytest.raises(ConfigError, match="choose the ridge's alpha on the rows it scores"):
+        ExpressionEvaluator(split="val", alphas=[1.0, 10.0])

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from dnagpt.data.expression import ExpressionDataModule
 from dnagpt.data.expression_table import assign_splits, overlap_groups, read_expression_table
 from dnagpt.data.splits import SPLITS
-from dnagpt.eval.expression import fit_baselines, gc_cpg_features, regression_metrics
+from dnagpt.eval.expression import Rows, fit_baselines, gc_cpg_features, regression_metrics
 from dnagpt.model import GPTConfig
 from dnagpt.pipeline import evaluate, train
 from dnagpt.tasks.expression import ExpressionTask
@@ -341,11 +341,12 @@ def test_baselines_are_near_perfect_where_the_label_is_their_feature() -> None:
     seqs = _random_seqs(160, 300, rng)
     y = 3.0 * gc_cpg_features(seqs)[:, 0] - 1.0
     none = np.zeros((160, 0))
-    preds = fit_baselines(seqs[:120], none[:120], y[:120], seqs[120:], none[120:], k=3, alphas=[1e-3, 1e-2])
+    train, val, ev = (Rows(seqs[a:b], none[a:b], y[a:b]) for a, b in ((0, 90), (90, 120), (120, 160)))
+    preds, _ = fit_baselines(train, val, ev, k=3, alphas=[1e-3, 1e-2])
     assert regression_metrics(y[120:], preds["gc_cpg"])["r2"] > 0.999
     assert regression_metrics(y[120:], preds["kmer_ridge"])["r2"] > 0.95
     noise = rng.normal(size=160)  # a label they cannot know
-    preds = fit_baselines(seqs[:120], none[:120], noise[:120], seqs[120:], none[120:], k=3)
+    preds, _ = fit_baselines(train._replace(labels=noise[:90]), val._replace(labels=noise[90:120]), ev, k=3)
     assert all(regression_metrics(noise[120:], p)["r2"] < 0.2 for p in preds.values())
 
 
@@ -354,7 +355,8 @@ def test_baselines_use_the_numeric_features() -> None:
     seqs = _random_seqs(100, 120, rng)
     feats = rng.normal(size=(100, 1))
     y = 2 * feats[:, 0]
-    preds = fit_baselines(seqs[:80], feats[:80], y[:80], seqs[80:], feats[80:], k=2, alphas=[1e-3])
+    train, ev = Rows(seqs[:80], feats[:80], y[:80]), Rows(seqs[80:], feats[80:], y[80:])
+    preds, _ = fit_baselines(train, None, ev, k=2, alphas=1e-3)  # one alpha: no validation rows needed
     assert all(regression_metrics(y[80:], p)["r2"] > 0.99 for p in preds.values())
 
 
@@ -367,7 +369,7 @@ def test_numeric_feature_path_with_the_mouse_ortholog_label() -> None:
     assert train.features.shape == (311, 1) and abs(float(train.features.mean())) < 1e-5
     b = next(iter(dm.test_dataloader()))
     torch.testing.assert_close(b["values"][:, 0], torch.from_numpy(test.features[: len(b["values"]), 0]))
-    preds = fit_baselines(train.windows, train.features, train.labels, test.windows, test.features, k=3)
+    preds, _ = fit_baselines(train, dm.split_data("val"), test, k=3)
     assert regression_metrics(test.labels, preds["gc_cpg"])["pearson"] > 0.8
     task = make_task()
     loss = task.shared_step(b, "train")["loss"]

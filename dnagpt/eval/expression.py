@@ -1,12 +1,14 @@
 """Regression evaluation: the model against two non-neural baselines fitted in the same run, one table and one plot.
 
-Baselines (scikit-learn, fitted on the training split, scored on the evaluated split; numeric features, when the task
-has any, are appended to both):
+Baselines (scikit-learn, fitted on the training split only, scored on the evaluated split; numeric features, when the
+task has any, are appended to both):
 
 * ``gc_cpg``: linear regression on the GC fraction and the CpG density of the window the model reads. Promoter CpG
   content is the classic predictor of expression (CpG-island promoters belong to broadly expressed genes).
 * ``kmer_ridge``: ridge regression on overlapping 6-mer frequencies of the same window (``kmer_counts`` of
-  ``dnagpt.eval.kmer_baselines``), the penalty chosen by efficient leave-one-out on the training rows (``RidgeCV``).
+  ``dnagpt.eval.kmer_baselines``), the penalty ``alpha`` chosen from a grid by R² on the validation split, as the
+  model's checkpoint is (``tune_on_validation``); the chosen alpha and the grid go to
+  ``<prefix>_baselines_<split>.json`` and ``<split>/kmer_ridge_alpha``.
 
 Metrics for every predictor: ``r2`` (coefficient of determination), ``pearson``, ``spearman`` and ``pearson_r2``
 (squared Pearson r, Xpresso's and the DNAGPT paper's "R²"). The model's own numbers are also logged by the task's
@@ -19,22 +21,26 @@ The DataModule provides ``dataset(split)``, ``split_data(split)`` (ids, windows,
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from scipy import sparse
-from sklearn.linear_model import LinearRegression, RidgeCV
+from sklearn.linear_model import LinearRegression, Ridge
+from sklearn.metrics import r2_score as sk_r2_score
 from sklearn.preprocessing import MaxAbsScaler
 from torch.utils.data import DataLoader
 from torchmetrics.functional import pearson_corrcoef, r2_score, spearman_corrcoef
 
-from dnagpt.eval.kmer_baselines import kmer_counts
+from dnagpt.eval.kmer_baselines import Tuned, check_grid, kmer_counts, tune_on_validation
+from dnagpt.utils.errors import ConfigError
 from dnagpt.utils.plots import save_figure, subplots
 from dnagpt.utils.pylogger import RankedLogger
 
-__all__ = ["ExpressionEvaluator", "fit_baselines", "gc_cpg_features", "regression_metrics"]
+__all__ = ["ExpressionEvaluator", "Rows", "fit_baselines", "gc_cpg_features", "regression_metrics"]
 
 log = RankedLogger(__name__)
 
@@ -76,31 +82,47 @@ def _kmer_frequencies(seqs: Sequence[str], k: int) -> sparse.csr_matrix:
     return sparse.diags(1.0 / np.maximum(totals, 1.0)) @ counts
 
 
+class Rows(NamedTuple):
+    """One split as the baselines read it; ``SplitData`` of ``dnagpt.data.expression`` has these fields too."""
+
+    windows: Sequence[str]
+    features: np.ndarray  # (n, F)
+    labels: np.ndarray  # (n,) label units; not read for the evaluated rows
+
+
 def fit_baselines(
-    train_seqs: Sequence[str],
-    train_features: np.ndarray,
-    train_labels: np.ndarray,
-    eval_seqs: Sequence[str],
-    eval_features: np.ndarray,
-    k: int = 6,
-    alphas: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0),
-) -> dict[str, np.ndarray]:
-    """Predictions for ``eval_seqs`` of each baseline fitted on the training rows, in the labels' units."""
-    if len(train_seqs) != len(train_labels) or len(train_seqs) != len(train_features):
-        raise ValueError(
-            f"{len(train_seqs)} training sequences, {len(train_features)} feature rows, {len(train_labels)} labels"
-        )
-    y = np.asarray(train_labels, dtype=np.float64)
-    gc = LinearRegression().fit(np.hstack([gc_cpg_features(train_seqs), train_features]), y)
+    train: Rows, val: Rows | None, ev: Rows, k: int = 6, alphas: float | Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+) -> tuple[dict[str, np.ndarray], Tuned[Ridge]]:
+    """Predictions for the ``ev`` rows of each baseline fitted on the ``train`` rows, in the labels' units, and the
+    ridge's tuning (alpha chosen by R² on ``val``; a single alpha needs no ``val``)."""
+    for name, part in (("train", train), ("val", val), ("evaluated", ev)):
+        if part is not None and len(part.windows) != len(part.features):
+            raise ValueError(f"{len(part.windows)} {name} sequences but {len(part.features)} feature rows")
+    if len(train.windows) != len(train.labels):
+        raise ValueError(f"{len(train.windows)} training sequences but {len(train.labels)} labels")
+    y = np.asarray(train.labels, dtype=np.float64)
+    gc = LinearRegression().fit(np.hstack([gc_cpg_features(train.windows), train.features]), y)
     scaler = MaxAbsScaler()
-    x_train = scaler.fit_transform(sparse.hstack([_kmer_frequencies(train_seqs, k), train_features], format="csr"))
-    x_eval = scaler.transform(sparse.hstack([_kmer_frequencies(eval_seqs, k), eval_features], format="csr"))
-    ridge = RidgeCV(alphas=list(alphas)).fit(x_train, y)
-    log.info(f"kmer_ridge baseline: alpha {ridge.alpha_} chosen from {list(alphas)} (leave-one-out on training rows)")
-    return {
-        "gc_cpg": gc.predict(np.hstack([gc_cpg_features(eval_seqs), eval_features])),
-        "kmer_ridge": ridge.predict(x_eval),
+    x_train = scaler.fit_transform(_kmer_design(train, k))
+    val_xy = None if val is None else (scaler.transform(_kmer_design(val, k)), np.asarray(val.labels, dtype=np.float64))
+    grid = check_grid(alphas, "alphas")
+    ridge = tune_on_validation(lambda a: Ridge(alpha=a), grid, (x_train, y), val_xy, _val_r2, "val_r2")
+    if len(grid) > 1:
+        text = ", ".join(f"{a:g}: {r2:.4f}" for a, r2 in ridge.grid)
+        log.info(f"kmer_ridge baseline: alpha {ridge.value:g} chosen by validation R² from {text}")
+    preds = {
+        "gc_cpg": gc.predict(np.hstack([gc_cpg_features(ev.windows), ev.features])),
+        "kmer_ridge": ridge.model.predict(scaler.transform(_kmer_design(ev, k))),
     }
+    return preds, ridge
+
+
+def _kmer_design(rows: Rows, k: int) -> sparse.csr_matrix:
+    return sparse.hstack([_kmer_frequencies(rows.windows, k), rows.features], format="csr")
+
+
+def _val_r2(model: Ridge, x: sparse.csr_matrix, y: np.ndarray) -> float:
+    return float(sk_r2_score(y, model.predict(x)))
 
 
 def plot_scatter(y_true: np.ndarray, preds: dict[str, np.ndarray], path: Path, title: str, label_name: str) -> None:
@@ -131,20 +153,27 @@ def format_table(rows: dict[str, dict[str, float]], n: int, split: str) -> str:
 class ExpressionEvaluator:
     """``evaluation`` hook of ``evaluate.py``: the model and the baselines scored on one split.
 
-    Writes ``<prefix>_scatter_<split>.png`` and ``<prefix>_predictions_<split>.csv``, logs the table and returns the
-    baselines' metrics as ``<split>/<baseline>_<metric>`` (the model's are the task's own ``<split>/<metric>``).
+    Writes ``<prefix>_scatter_<split>.png``, ``<prefix>_predictions_<split>.csv`` and ``<prefix>_baselines_<split>.json``
+    (the ridge's alpha and its validation grid), logs the table and returns the baselines' metrics as
+    ``<split>/<baseline>_<metric>`` and ``<split>/kmer_ridge_alpha`` (the model's are the task's ``<split>/<metric>``).
     """
 
     def __init__(
         self,
         split: str = "test",
         kmer: int = 6,
-        alphas: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0),
+        alphas: float | Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0),
         batch_size: int = 32,
         label_name: str = "label",
         prefix: str = "regression",
     ) -> None:
-        self.split, self.kmer, self.alphas, self.batch_size = split, kmer, list(alphas), batch_size
+        grid = check_grid(alphas, "evaluation.alphas")
+        if split == "val" and len(grid) > 1:
+            raise ConfigError(
+                "evaluation.split=val with a grid of evaluation.alphas would choose the ridge's alpha on the rows it "
+                "scores; evaluate the test split, or give one alpha"
+            )
+        self.split, self.kmer, self.alphas, self.batch_size = split, kmer, grid, batch_size
         self.label_name, self.prefix = label_name, prefix
 
     @torch.no_grad()
@@ -165,13 +194,13 @@ class ExpressionEvaluator:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         datamodule.setup("test")
-        train, ev = datamodule.split_data("train"), datamodule.split_data(self.split)
+        train, val, ev = (datamodule.split_data(s) for s in ("train", "val", self.split))
         rows, z = self.predict(module, datamodule, trainer)
         if not np.array_equal(rows, ev.rows):
             raise RuntimeError(f"the {self.split} dataloader and split_data disagree on the row order")
         preds = {"model": datamodule.to_label_units(z)}
-        preds |= fit_baselines(train.windows, train.features, train.labels, ev.windows, ev.features,
-                               k=self.kmer, alphas=self.alphas)  # fmt: skip
+        baselines, ridge = fit_baselines(train, val, ev, k=self.kmer, alphas=self.alphas)
+        preds |= baselines
         table = {name: regression_metrics(ev.labels, p) for name, p in preds.items()}
         summary = format_table(table, len(rows), self.split)
         log.info(f"Regression metrics (model vs baselines fitted on the training split):\n{summary}")
@@ -183,9 +212,12 @@ class ExpressionEvaluator:
             writer.writerow(["id", "true", *preds])
             for i, gene in enumerate(ev.ids):
                 writer.writerow([gene, f"{ev.labels[i]:.6g}", *(f"{p[i]:.6g}" for p in preds.values())])
+        tuning = {"kmer_ridge": {"alpha": ridge.value, "metric": ridge.metric, "grid": ridge.grid,
+                                 "fitted_on": "train", "chosen_on": "val"}}  # fmt: skip
+        (output_dir / f"{self.prefix}_baselines_{self.split}.json").write_text(json.dumps(tuning, indent=2))
         return {
             f"{self.split}/{name}_{metric}": value
             for name, vals in table.items()
             if name != "model"
             for metric, value in vals.items()
-        }
+        } | {f"{self.split}/kmer_ridge_alpha": ridge.value}
