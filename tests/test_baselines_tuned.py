@@ -12,6 +12,7 @@ from sklearn.metrics import r2_score, roc_auc_score
 from dnagpt.data.expression_table import overlap_groups
 from dnagpt.data.gsr import cut_signal
 from dnagpt.data.gsr_table import read_gsr_tsv
+from dnagpt.eval.baseline_report import Fit, format_report, main
 from dnagpt.eval.expression import ExpressionEvaluator, fit_baselines, regression_metrics
 from dnagpt.eval.kmer_baselines import KmerLogistic, tune_on_validation
 from dnagpt.pipeline import build_parts, build_task
@@ -180,3 +181,21 @@ def test_expression_evaluator_tunes_the_ridge_on_val_and_writes_the_grid(make_cf
     assert dict(map(tuple, saved["grid"]))[saved["alpha"]] == pytest.approx(r2_score(val.labels, on_val["kmer_ridge"]))
     with pytest.raises(ConfigError, match="choose the ridge's alpha on the rows it scores"):
         ExpressionEvaluator(split="val", alphas=[1.0, 10.0])
+
+
+# ---- the report without a model ------------------------------------------------------------------------------------
+def test_baseline_report_runs_every_fold_and_keeps_the_tuned_choice(tmp_path: Path) -> None:
+    out = tmp_path / "fits.json"
+    main(["task=expression", "data.split=kfold", "data.n_folds=3", "evaluation.alphas=[0.1,1000.0]", "--fixed", "1000",
+          "--json", str(out)])  # fmt: skip
+    fits = [Fit(**f) for f in json.loads(out.read_text())]
+    assert sorted({f.fold for f in fits}) == [0, 1, 2]
+    ridge = [f for f in fits if f.group == "expression/kmer_ridge"]
+    assert {f.setting for f in ridge} == {"tuned", "fixed"} and len(ridge) == 6
+    for f in ridge:
+        assert f.value == (max(f.grid, key=lambda a: a[1])[0] if f.setting == "tuned" else 1000.0)
+    assert sum(f.n_test for f in ridge if f.setting == "tuned") == 445  # every gene of the mini set tested once
+    table = format_report(fits)
+    assert "SD over folds" in table and "| expression/kmer_ridge | tuned | 3 |" in table
+    with pytest.raises(SystemExit):
+        main(["task=genomes"])  # a task without a k-mer baseline is refused in one paragraph
