@@ -75,6 +75,8 @@ class AttentionMaps:
         acc: dict[int, dict[str, Any]] = {}
         for batch in loader:
             ids, answer, label = batch["input_ids"].to(device), batch["answer_pos"].to(device), batch["label"]
+            if ids.dim() != 2:  # data.phases > 1: a row holds several prompts, whose tokens sit at different bp
+                raise ConfigError("analysis=attention maps one prompt per window: evaluate with data.phases=1")
             out = module.model(ids, compute_logits=False, return_attentions=True)
             att = reduce_attention(out.attentions, self.layer, self.head).float()  # (B, L, L) expanded coordinates
             rows = torch.arange(ids.shape[0], device=device)
