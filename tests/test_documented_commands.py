@@ -351,6 +351,11 @@ COMMANDS: dict[str, Case] = {
         short=(FEW_WINDOWS,),
         expect=("gsr_metrics.csv", "attention_profile.png"),
     ),
+    "python train.py experiment=finetune_gsr_cpu data.files.pas=/path/to/gsr_pas_deepgsr_4species.tsv.gz "
+    "data.species.pas=[human]": Case(
+        fill={"/path/to/gsr_pas_deepgsr_4species.tsv.gz": str(BUNDLED.parent / "gsr" / "pas_subset.tsv.gz")},
+        short=("trainer.max_steps=4", "trainer.val_check_interval=2", "task.scheduler.warmup_steps=1"),
+    ),
     "python train.py experiment=finetune_gsr_tis init_from=/path/to/dna_gpt0.1b_m.pth": Case(
         fill={"/path/to/dna_gpt0.1b_m.pth": released}, short=ON_CPU
     ),

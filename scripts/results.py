@@ -1,0 +1,297 @@
+"""Regenerate the table of docs/results.md from scratch: ``python scripts/results.py --data-root /path/to/shared/data``.
+
+Every row of the "model must earn its place" table is a set of runs of the repository's own commands (``train.py``,
+``evaluate.py``) with fixed overrides and seeds; their metrics are read back from the runs' ``metrics.json`` and the
+table, its intervals, the CPU time of each row and the learning curves are written into docs/results.md (between the
+``results:begin``/``results:end`` markers; the prose around them is left alone) and ``docs/results/*.png``.
+
+- Resumable: a run whose ``metrics.json`` exists is not run again; an interrupted one resumes from its last checkpoint.
+- ``--only pas_human,expression`` runs some rows; ``--seeds 0 1 2`` the seeds; ``--scale smoke`` shrinks every budget to
+  a few steps on the shipped subsets (tests/test_results_script.py), which checks the plumbing and nothing else.
+- Intervals: mean ± half-width of the 95 % Student-t interval over seeds (cross-validation rows: mean ± SD over folds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from dnagpt.utils.plots import save_figure, subplots  # noqa: E402
+
+log = logging.getLogger("results")
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+COMMON = ("trainer.enable_progress_bar=false", "extras.print_config=false")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Budgets of one scale: ``cpu`` is the table's, ``smoke`` a few steps for the plumbing test."""
+
+    pretrain_steps: int
+    finetune_steps: int
+    val_every: int
+    expression_epochs: int
+    full_data: bool
+
+
+SCALES = {
+    "cpu": Scale(pretrain_steps=3000, finetune_steps=1000, val_every=100, expression_epochs=20, full_data=True),
+    "smoke": Scale(pretrain_steps=4, finetune_steps=4, val_every=2, expression_epochs=1, full_data=False),
+}
+
+
+@dataclass
+class Run:
+    """One command of the table; ``out`` is its Hydra run directory."""
+
+    script: str
+    overrides: list[str]
+    out: Path
+
+    def command(self) -> list[str]:
+        """An interrupted training run resumes from its last checkpoint (which then replaces ``init_from``)."""
+        overrides = self.overrides
+        if (self.out / "checkpoints" / "last.ckpt").is_file():
+            overrides = [o for o in overrides if not o.startswith("init_from=")] + ["ckpt_path=auto"]
+        return [sys.executable, str(ROOT / self.script), *overrides, *COMMON, f"hydra.run.dir={self.out}"]
+
+    @property
+    def done(self) -> bool:
+        return (self.out / "metrics.json").is_file()
+
+    def metrics(self) -> dict[str, float]:
+        return json.loads((self.out / "metrics.json").read_text())
+
+    def execute(self) -> dict[str, float]:
+        """Run it (unless done) and return its cost: CPU seconds of the child processes and wall seconds."""
+        cost_file = self.out / "cost.json"
+        if self.done:
+            return json.loads(cost_file.read_text()) if cost_file.is_file() else {"cpu_s": math.nan, "wall_s": math.nan}
+        self.out.mkdir(parents=True, exist_ok=True)
+        before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+        log.info("running %s", " ".join(self.command()))
+        with open(self.out / "command.log", "a") as fh:
+            proc = subprocess.run(self.command(), cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{self.script} failed (exit {proc.returncode}); see {self.out / 'command.log'}")
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cost = {"cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+                "wall_s": time.monotonic() - start}
+        cost_file.write_text(json.dumps(cost))
+        return cost
+
+
+@dataclass
+class Row:
+    """A row of the table: arms (model variants and their baseline) measured over replicates (seeds or folds)."""
+
+    name: str
+    what: str
+    runs: dict[tuple[str, int], list[Run]] = field(default_factory=dict)  # (arm, replicate) -> runs, last one scored
+    metrics: dict[str, str] = field(default_factory=dict)  # column -> metrics.json key of the scored run
+    curve: str | None = None  # logged metric plotted against the step (train runs' csv logs)
+    spread: str = "ci95"  # ci95 over seeds | sd over folds
+
+
+def best_checkpoint(train_dir: Path) -> Path:
+    """The best checkpoint by the task's monitor (``step*.ckpt``; ModelCheckpoint keeps one)."""
+    found = sorted((train_dir / "checkpoints").glob("step*.ckpt"))
+    if len(found) != 1:
+        raise RuntimeError(f"expected one best checkpoint in {train_dir / 'checkpoints'}, found {[p.name for p in found]}")
+    return found[0]
+
+
+def gsr_files(data_root: Path | None, scale: Scale) -> list[str]:
+    if data_root is None or not scale.full_data:
+        return []  # the shipped subsets (the config's default)
+    return [f"data.files.pas={data_root / 'gsr_pas_deepgsr_4species.tsv.gz'}",
+            f"data.files.tis={data_root / 'gsr_tis_3species.tsv.gz'}"]
+
+
+def pretrain_row(out: Path, scale: Scale, data_root: Path | None) -> tuple[Row, Path]:
+    """The CPU recipe on the chromosome corpus (``--pretrain-dir`` may point at a run made before, resumed if unfinished)."""
+    corpus = [f"corpus.root={data_root}"] if data_root is not None and scale.full_data else ["corpus=bundled"]
+    run = Run("train.py", ["experiment=pretrain_cpu", *corpus, f"trainer.max_steps={scale.pretrain_steps}",
+                           f"trainer.val_check_interval={min(250, scale.val_every * 25) if scale.full_data else 2}",
+                           "task.scheduler.warmup_steps=" + ("200" if scale.full_data else "1")],
+              out)
+    row = Row("pretrain", "pre-training, held-out bits per base (lower is better) vs order-k Markov", {("model", 0): [run]},
+              {"val bits/base": "val/bits_per_base", "test bits/base": "test/bits_per_base",
+               "Markov val": "val/markov_bits_per_base", "Markov test": "test/markov_bits_per_base",
+               "Markov k": "val/markov_order"}, curve="val/bits_per_base")
+    return row, run.out / "checkpoints" / "last.ckpt"
+
+
+def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path | None, seeds: Sequence[int],
+            pretrained: Path) -> Row:
+    """Fine-tuned from the pre-training checkpoint and from random initialisation, same budget, same split per seed."""
+    name = f"{signal}_{species}"
+    data = [f"data.signals=[{signal}]", f"data.species.{signal}=[{species}]", *gsr_files(data_root, scale)]
+    if signal == "tis":
+        data.append("data.split=block")
+    budget = [f"trainer.max_steps={scale.finetune_steps}", f"trainer.val_check_interval={scale.val_every}",
+              "task.scheduler.warmup_steps=" + ("50" if scale.full_data else "1"), "test=false"]
+    row = Row(name, f"GSR {signal.upper()} {species}: test accuracy / AUROC", curve="val/auroc",
+              metrics={f"{who}{m}": f"test/{name}/{'baseline_' if who == 'baseline ' else ''}{key}"
+                       for who in ("", "baseline ") for m, key in ((" acc", "acc"), (" AUROC", "auroc"))})
+    for arm, init in (("pretrained", [f"init_from={pretrained}"]), ("random init", [])):
+        for seed in seeds:
+            base = out / name / arm.replace(" ", "_") / f"seed{seed}"
+            train = Run("train.py", ["experiment=finetune_gsr_cpu", f"seed={seed}", *data, *budget, *init], base / "train")
+            evaluate = Run("evaluate.py", ["task=gsr", f"seed={seed}", *data, "ckpt_path={best}"], base / "eval")
+            row.runs[(arm, seed)] = [train, evaluate]
+    return row
+
+
+def expression_row(out: Path, scale: Scale, folds: int, pretrained: Path) -> Row:
+    """5-fold cross-validation on the mini set: each fold's test genes once, ridge fitted on the same training folds."""
+    row = Row("expression", f"expression (mini set), {folds}-fold CV: test R²", curve="val/r2", spread="sd",
+              metrics={"R²": "test/r2", "ridge R²": "test/ridge_r2"})
+    for arm, init in (("pretrained", [f"init_from={pretrained}"]), ("random init", [])):
+        for fold in range(folds):
+            base = out / "expression" / arm.replace(" ", "_") / f"fold{fold}"
+            split = ["data.split=kfold", f"data.n_folds={folds}", f"data.fold={fold}"]
+            train = Run("train.py", ["task=expression", "model=tiny", "trainer=cpu", *split, *init,
+                                     f"trainer.max_epochs={scale.expression_epochs}", "test=false"],
+                        base / "train")
+            evaluate = Run("evaluate.py", ["task=expression", *split, "ckpt_path={best}"], base / "eval")
+            row.runs[(arm, fold)] = [train, evaluate]
+    return row
+
+
+def execute(row: Row) -> float:
+    """Run every command of the row in order; the ``{best}`` placeholder is the preceding train run's best checkpoint."""
+    cpu_s = 0.0
+    for runs in row.runs.values():
+        for i, run in enumerate(runs):
+            run.overrides = [o.replace("{best}", str(best_checkpoint(runs[i - 1].out))) if "{best}" in o else o
+                             for o in run.overrides]
+            cpu_s += run.execute()["cpu_s"]
+    return cpu_s
+
+
+def interval(values: Sequence[float], spread: str) -> str:
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return "–"
+    if v.size == 1:
+        return f"{v[0]:.3f}"
+    sd = v.std(ddof=1)
+    half = sd if spread == "sd" else stats.t.ppf(0.975, v.size - 1) * sd / math.sqrt(v.size)
+    return f"{v.mean():.3f} ± {half:.3f}"
+
+
+def summarise(row: Row, cpu_s: float) -> list[str]:
+    """Markdown lines of one row: one line per arm, the columns of ``row.metrics``."""
+    arms = sorted({arm for arm, _ in row.runs}, key=list(dict.fromkeys(a for a, _ in row.runs)).index)
+    lines = [f"**{row.what}** — {cpu_s / 3600:.2f} CPU hours", "",
+             "| arm | n | " + " | ".join(row.metrics) + " |", "|---" * (len(row.metrics) + 2) + "|"]
+    for arm in arms:
+        scored = [runs[-1].metrics() for (a, _), runs in row.runs.items() if a == arm and runs[-1].done]
+        cells = [interval([m.get(key, math.nan) for m in scored], row.spread) for key in row.metrics.values()]
+        lines.append(f"| {arm} | {len(scored)} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def read_curve(csv_path: Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    with open(csv_path) as fh:
+        pts = [(int(r["step"]), float(r[metric])) for r in csv.DictReader(fh) if r.get(metric)]
+    return np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+
+
+def plot_curves(row: Row, path: Path) -> None:
+    """The logged validation metric against the step, one line per train run, coloured by arm."""
+    if row.curve is None:
+        return
+    fig, ax = subplots(figsize=(6, 4))
+    colours: dict[str, str] = {}
+    for (arm, _), runs in row.runs.items():
+        log_csv = runs[0].out / "csv" / "metrics.csv"
+        if not log_csv.is_file():
+            continue
+        steps, values = read_curve(log_csv, row.curve)
+        first = arm not in colours
+        colour = colours.setdefault(arm, f"C{len(colours)}")
+        ax.plot(steps, values, color=colour, alpha=0.8, label=arm if first else None)
+    ax.set(xlabel="optimizer step", ylabel=row.curve, title=row.what)
+    ax.legend()
+    save_figure(fig, path, dpi=110)
+
+
+def write_table(doc: Path, body: list[str]) -> None:
+    text = doc.read_text() if doc.is_file() else f"# Results\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        raise RuntimeError(f"{doc} has no {BEGIN} ... {END} markers to write the table between")
+    head, rest = text.split(BEGIN, 1)
+    doc.write_text(head + BEGIN + "\n" + "\n".join(body) + "\n" + END + rest.split(END, 1)[1])
+
+
+def build_rows(args: argparse.Namespace) -> tuple[Row, list[Row]]:
+    scale = SCALES[args.scale]
+    pre, ckpt = pretrain_row(args.pretrain_dir or args.out / "pretrain", scale, args.data_root)
+    rows = [gsr_row("pas", sp, args.out, scale, args.data_root, args.seeds, ckpt)
+            for sp in ("human", "mouse", "bovine", "fruitfly")]
+    rows += [gsr_row("tis", sp, args.out, scale, args.data_root, args.seeds, ckpt) for sp in ("yeast", "arabidopsis")]
+    rows.append(expression_row(args.out, scale, args.folds, ckpt))
+    return pre, rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", type=Path, help="folder with the genomes and the full GSR files (shared data)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "results", help="where the runs go")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--pretrain-dir", type=Path, help="run directory of the pre-training (default: OUT/pretrain)")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    parser.add_argument("--only", default="", help="comma-separated row names (default: all)")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands and write nothing")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.data_root is not None and not args.data_root.is_dir():
+        parser.error(f"--data-root {args.data_root}: no such folder")
+
+    pre, rows = build_rows(args)
+    wanted = {n for n in args.only.split(",") if n}
+    unknown = wanted - {r.name for r in (pre, *rows)}
+    if unknown:
+        parser.error(f"--only {','.join(sorted(unknown))}: no such row; rows: {', '.join(r.name for r in (pre, *rows))}")
+    chosen = [r for r in (pre, *rows) if not wanted or r.name in wanted]
+    if args.dry_run:
+        for row in chosen:
+            for runs in row.runs.values():
+                for run in runs:
+                    log.info(" ".join(run.command()[1:]))
+        return
+    if chosen != [pre] and not (pre in chosen or pre.runs[("model", 0)][0].done):
+        parser.error("the fine-tuning rows start from the pre-training checkpoint: add the pretrain row or run it first")
+    body = [f"Regenerated by `python scripts/results.py --data-root /path/to/shared/data --scale {args.scale} "
+            f"--seeds {' '.join(map(str, args.seeds))} --folds {args.folds}` (rows: {', '.join(r.name for r in chosen)}).",
+            ""]
+    figures = args.doc.parent / "results"
+    for row in chosen:
+        body += summarise(row, execute(row))
+        if row.curve:
+            plot_curves(row, figures / f"{row.name}.png")
+            body += [f"![{row.name}](results/{row.name}.png)", ""]
+    write_table(args.doc, body)
+
+
+if __name__ == "__main__":
+    main()

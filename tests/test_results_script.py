@@ -1,0 +1,49 @@
+"""scripts/results.py: the interval and table helpers, and a smoke-scale run of two rows through the real commands."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("results_script", ROOT / "scripts" / "results.py")
+results = sys.modules["results_script"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(results)
+
+DOC = "# Results\n\nprose before\n\n<!-- results:begin -->\nold table\n<!-- results:end -->\n\nprose after\n"
+
+
+def test_interval_is_the_student_t_half_width_over_seeds_and_the_sd_over_folds() -> None:
+    assert results.interval([0.70, 0.72, 0.74], "ci95") == "0.720 ± 0.050"  # t(0.975, 2) = 4.303, sd 0.02 / sqrt 3
+    assert results.interval([0.70, 0.72, 0.74], "sd") == "0.720 ± 0.020"
+    assert results.interval([0.7, float("nan")], "ci95") == "0.700"
+    assert results.interval([], "ci95") == "–"
+
+
+def test_the_table_replaces_only_what_lies_between_the_markers(tmp_path: Path) -> None:
+    doc = tmp_path / "results.md"
+    doc.write_text(DOC)
+    results.write_table(doc, ["new table"])
+    assert doc.read_text() == DOC.replace("old table", "new table")
+    doc.write_text("no markers")
+    with pytest.raises(RuntimeError, match="markers"):
+        results.write_table(doc, ["x"])
+
+
+@pytest.mark.slow
+def test_results_script_smoke(tmp_path: Path) -> None:
+    doc = tmp_path / "results.md"
+    doc.write_text(DOC)
+    cmd = [sys.executable, str(ROOT / "scripts" / "results.py"), "--scale", "smoke", "--only", "pretrain,pas_human",
+           "--seeds", "0", "--out", str(tmp_path / "runs"), "--doc", str(doc)]
+    subprocess.run(cmd, check=True, cwd=tmp_path, timeout=1800)
+    text = doc.read_text()
+    assert "prose before" in text and "prose after" in text and "old table" not in text
+    assert "| pretrained | 1 |" in text and "| random init | 1 |" in text  # both arms trained, evaluated and scored
+    assert (doc.parent / "results" / "pas_human.png").stat().st_size > 0
+    # a second call finds every run done and rewrites the same table without training again
+    before = {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("metrics.json")}
+    subprocess.run(cmd, check=True, cwd=tmp_path, timeout=600)
+    assert {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("metrics.json")} == before
