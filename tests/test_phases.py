@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Subset, default_collate
 from dnagpt.data.batching import PhaseRows, RandomPhaseSampler, ResumableSampler
 from dnagpt.data.expression import ExpressionDataModule, phase_spans
 from dnagpt.data.gsr import GSRDataModule, cut_signal
+from dnagpt.eval.attention import AttentionMaps
 from dnagpt.eval.gsr import predict as gsr_predict
 from dnagpt.model.config import GPTConfig
 from dnagpt.pipeline import evaluate, train
@@ -203,6 +204,13 @@ def test_expression_prediction_is_the_mean_of_the_six_single_phase_predictions()
     want_loss = F.mse_loss(singles, batch["target"][:, None].expand(-1, 6))  # the loss: MSE of every phase
     torch.testing.assert_close(res["loss"], want_loss, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(singles[:, 0], singles[:, 3])  # the phases are different prompts
+
+
+def test_attention_maps_refuse_phased_rows() -> None:
+    task = GSRTask(GPTConfig.from_name("tiny", vocab_size=len(TOK), **SMALL).to_dict(), TOK.to_dict())
+    loader = DataLoader(Subset(gsr_dm(phases=6).datasets["test"], range(2)), batch_size=2)
+    with pytest.raises(ConfigError, match="evaluate with data.phases=1"):
+        AttentionMaps(max_windows=2).collect(task, loader)
 
 
 # ---- end to end ------------------------------------------------------------------------------------------------------
