@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dnagpt.checkpointing import read_checkpoint
 from dnagpt.model import (
     DNAGPT,
     GPTConfig,
@@ -110,7 +111,7 @@ def test_custom_shape_needs_n_head() -> None:
 def test_save_and_from_pretrained_round_trip(tmp_path: Path) -> None:
     model = tiny(seed=3, padded_vocab_size=19_584)
     save_pretrained(model, tmp_path / "ckpt", {**SPEC, "reserved": ("<0>", "<M>")})
-    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"model.safetensors", "config.json", "tokenizer.json"}
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"model.safetensors", "config.json", "dnagpt_tokenizer.json"}
     restored, spec = from_pretrained(tmp_path / "ckpt", tokenizer_spec=SPEC)  # tuple == list once in JSON
     assert spec == SPEC and restored.config == model.config
     torch.testing.assert_close(outputs(restored.eval()), outputs(model), rtol=0, atol=0)
@@ -125,6 +126,28 @@ def test_from_pretrained_errors(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match=r"config.json: invalid JSON"):
         from_pretrained(tmp_path)
-    (tmp_path / "tokenizer.json").unlink()
-    with pytest.raises(MissingFileError, match=r"tokenizer.json not found"):
+    (tmp_path / "dnagpt_tokenizer.json").unlink()
+    with pytest.raises(MissingFileError, match=r"dnagpt_tokenizer.json not found"):
         from_pretrained(tmp_path)
+
+
+def test_directories_written_before_the_rename_still_load(tmp_path: Path) -> None:
+    """The spec used to be written as tokenizer.json (a Hugging Face tokenizer's name): read, with a FutureWarning;
+    read_checkpoint (init_from=, ckpt_path= of evaluate.py) too."""
+    model = tiny(seed=4)
+    save_pretrained(model, tmp_path, SPEC)
+    (tmp_path / "dnagpt_tokenizer.json").rename(tmp_path / "tokenizer.json")
+    with pytest.warns(FutureWarning, match=r"tokenizer.json: the tokenizer spec is now written as dnagpt_tokenizer.json"):
+        restored, spec = from_pretrained(tmp_path, tokenizer_spec=SPEC)
+    assert spec == SPEC
+    torch.testing.assert_close(outputs(restored.eval()), outputs(model), rtol=0, atol=0)
+    with pytest.warns(FutureWarning, match="rename it"):
+        assert read_checkpoint(tmp_path).tokenizer_spec == SPEC
+
+
+def test_a_hugging_face_tokenizer_file_is_not_read_as_a_spec(tmp_path: Path) -> None:
+    save_pretrained(tiny(), tmp_path, SPEC)
+    (tmp_path / "dnagpt_tokenizer.json").unlink()
+    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "added_tokens": [], "model": {"type": "BPE"}}')
+    with pytest.raises(CheckpointError, match=r"tokenizer.json: is a Hugging Face tokenizer file, not a dnagpt"):
+        read_checkpoint(tmp_path)

@@ -5,6 +5,11 @@ are our ``token_head`` and ``regression_head``; every other key, ``number_embedd
 loading is a rename table plus a strict check that reports every missing, unexpected and mis-shaped key at once: a
 checkpoint either loads exactly or fails with the full list (a ``CheckpointError``), never half-loaded behind
 ``strict=False``. A missing file is a ``MissingFileError``.
+
+A ``save_pretrained`` directory holds ``model.safetensors``, ``config.json`` (the GPTConfig) and
+``dnagpt_tokenizer.json`` (the tokenizer spec). The spec was once written as ``tokenizer.json``, the name of a Hugging
+Face fast-tokenizer file, which any Hugging Face tool opening the folder would misread; directories written under that
+name still load, with a ``FutureWarning`` saying how to rename the file.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -36,9 +42,11 @@ _VOCABULARIES = {
     FIXED_VOCAB_SIZE: "the fixed 6-mer vocabulary (15,659 ids, dnagpt_0.1b_h)",
     DYNAMIC_VOCAB_SIZE: "the dynamic 1..6-mer vocabulary (19,564 ids, dnagpt_0.1b_m / dnagpt_3b_m)",
 }
-MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
+MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "dnagpt_tokenizer.json"
+LEGACY_TOKENIZER_FILE = "tokenizer.json"  # our name before the rename; a Hugging Face fast-tokenizer file elsewhere
 
 StateDictOrPath = Mapping[str, Any] | str | os.PathLike
+M = TypeVar("M", bound=DNAGPT)
 
 
 def _rename_release_key(key: str) -> str:
@@ -131,7 +139,7 @@ def config_from_release_state_dict(state_dict_or_path: StateDictOrPath, n_head: 
 
 
 def save_pretrained(model: DNAGPT, directory: str | os.PathLike, tokenizer_spec: dict) -> Path:
-    """Write ``model.safetensors``, ``config.json`` and ``tokenizer.json`` (the spec, opaque here)."""
+    """Write ``model.safetensors``, ``config.json`` and ``dnagpt_tokenizer.json`` (the spec, opaque here)."""
     try:
         spec_text = json.dumps(tokenizer_spec, indent=2, sort_keys=True)
     except TypeError as err:
@@ -159,28 +167,67 @@ def _spec_difference(saved: Any, given: Any) -> str:
     return f"saved {saved!r}, given {given!r}"
 
 
-def from_pretrained(directory: str | os.PathLike, tokenizer_spec: dict | None = None) -> tuple[DNAGPT, dict]:
-    """Restore a model written by :func:`save_pretrained`, with its tokenizer spec.
+def tokenizer_file(directory: Path) -> Path:
+    """The tokenizer spec of a ``save_pretrained`` directory: ``dnagpt_tokenizer.json``, or in a directory written
+    before the rename its ``tokenizer.json`` (with a FutureWarning), unless that is a Hugging Face tokenizer file."""
+    current, legacy = directory / TOKENIZER_FILE, directory / LEGACY_TOKENIZER_FILE
+    if current.is_file() or not legacy.is_file():
+        return current
+    spec = _read_json(legacy)
+    if isinstance(spec, dict) and {"model", "added_tokens"} <= set(spec):
+        raise CheckpointError(
+            f"is a Hugging Face tokenizer file, not a dnagpt tokenizer spec; a dnagpt directory holds {TOKENIZER_FILE}",
+            path=legacy,
+        )
+    warnings.warn(
+        f"{legacy}: the tokenizer spec is now written as {TOKENIZER_FILE} ({LEGACY_TOKENIZER_FILE} is the name of a "
+        f"Hugging Face tokenizer file); rename it, or save the model again, before the old name stops being read",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return legacy
+
+
+def read_pretrained(
+    directory: str | os.PathLike, tokenizer_spec: dict | None = None
+) -> tuple[GPTConfig, dict[str, Tensor], dict]:
+    """The model config, weights and tokenizer spec of a :func:`save_pretrained` directory, not yet in a network.
 
     If ``tokenizer_spec`` is given it must equal the saved one: a model is only meaningful with the vocabulary
     it was trained on.
     """
     directory = Path(directory)
-    for name in (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE):
-        if not (directory / name).is_file():
+    spec_file = tokenizer_file(directory)
+    for path in (directory / MODEL_FILE, directory / CONFIG_FILE, spec_file):
+        if not path.is_file():
             raise MissingFileError(
-                f"{directory / name} not found: from_pretrained needs {MODEL_FILE}, {CONFIG_FILE} and {TOKENIZER_FILE} "
+                f"{path} not found: from_pretrained needs {MODEL_FILE}, {CONFIG_FILE} and {TOKENIZER_FILE} "
                 f"(written by save_pretrained)"
             )
-    saved_spec = _read_json(directory / TOKENIZER_FILE)
+    saved_spec = _read_json(spec_file)
     if tokenizer_spec is not None:
         given = json.loads(json.dumps(tokenizer_spec))  # JSON normal form: tuples become lists, as when saved
         if given != saved_spec:
             difference = _spec_difference(saved_spec, given)
-            raise CheckpointError(f"tokenizer mismatch with {directory / TOKENIZER_FILE}: {difference}")
+            raise CheckpointError(f"tokenizer mismatch with {spec_file}: {difference}")
     config = GPTConfig.from_dict(_read_json(directory / CONFIG_FILE))
-    model = DNAGPT(config)
-    state_dict: dict[str, Tensor] = load_file(directory / MODEL_FILE)
-    _check_state_dict(model, state_dict, str(directory / MODEL_FILE))
-    model.load_state_dict(state_dict, strict=True)
-    return model, saved_spec
+    return config, load_file(directory / MODEL_FILE), saved_spec
+
+
+def build_loaded(build: Callable[[], M], state_dict: Mapping[str, Tensor], source: str) -> M:
+    """The network ``build()`` makes, holding ``state_dict`` (strictly checked; ``source`` names it in the error).
+
+    Built on the meta device and given the loaded tensors themselves: no random initialisation to overwrite and no
+    second copy of the weights, which matters at 3B parameters.
+    """
+    with torch.device("meta"):
+        model = build()
+    _check_state_dict(model, state_dict, source)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model
+
+
+def from_pretrained(directory: str | os.PathLike, tokenizer_spec: dict | None = None) -> tuple[DNAGPT, dict]:
+    """Restore a model written by :func:`save_pretrained`, with its tokenizer spec (see :func:`read_pretrained`)."""
+    config, state_dict, spec = read_pretrained(directory, tokenizer_spec)
+    return build_loaded(lambda: DNAGPT(config), state_dict, str(Path(directory) / MODEL_FILE)), spec
