@@ -1,4 +1,5 @@
-"""Corpus download: full fetch, resume with HTTP Range, checksum and server errors, the ``download.py`` command.
+"""Corpus download: full fetch, resume with HTTP Range, checksum and server errors, the ``download`` command (``python
+download.py`` in a clone, ``dnagpt download`` installed).
 
 Against a local server on 127.0.0.1 only.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dnagpt.commands import compose_config
+from dnagpt.commands.download import main
 from dnagpt.data.corpus import Corpus
 from dnagpt.data.download import SUMS_FILE, DownloadError, download_corpus, download_file
 from dnagpt.utils.errors import ConfigError, DnagptError, InputError
-from download import compose_config, main
 
 CONF = Path(__file__).resolve().parents[1] / "dnagpt" / "conf"
 PAYLOAD = np.random.default_rng(0).integers(0, 256, size=300_000, dtype=np.uint8).tobytes()
@@ -156,6 +159,12 @@ def test_malformed_sums_file_names_file_and_line(server, tmp_path):
         download_corpus(corpus)
 
 
+@pytest.fixture(autouse=True)
+def as_download_py(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command's messages name the program it was started as: here the clone's script."""
+    monkeypatch.setattr(sys, "argv", ["download.py"])
+
+
 def _mini_conf(tmp_path: Path) -> Path:
     """The real corpus and paths groups under a train.yaml reduced to them."""
     conf = tmp_path / "conf"
@@ -200,7 +209,7 @@ def test_cli_bad_override_is_one_paragraph(tmp_path, monkeypatch, overrides, mes
 
 def test_compose_config_raises_for_its_caller(tmp_path):
     with pytest.raises(ConfigError, match="Could not find 'corpus/nope'"):
-        compose_config(["corpus=nope"], _mini_conf(tmp_path))
+        compose_config(["corpus=nope"], config_dir=_mini_conf(tmp_path))
 
 
 def test_cli_download_error_is_one_paragraph(server, tmp_path, monkeypatch):
@@ -215,3 +224,24 @@ def test_cli_bad_corpus_is_one_paragraph(tmp_path, monkeypatch):
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     with pytest.raises(SystemExit, match=r"^Configuration error: corpus human: species\.human\.weight must be > 0"):
         main(["corpus=human", "corpus.species.human.weight=0"], config_dir=_mini_conf(tmp_path))
+
+
+MY_GENOME = f"""\
+name: my_genome
+root: ${{paths.data_dir}}/genomes
+species:
+  human: {{fasta: mine.fa.gz, url: null, sha256: {SHA}}}
+"""
+
+
+def test_cli_downloads_a_corpus_of_the_users_config_dir(server, tmp_path, monkeypatch):
+    """``dnagpt download --config-dir myconf corpus=my_genome``: a corpus of the user's own, next to ours."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "myconf" / "corpus").mkdir(parents=True)
+    (tmp_path / "myconf" / "corpus" / "my_genome.yaml").write_text(MY_GENOME)
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/dnagpt-download"])
+    main(["--config-dir", "myconf", "corpus=my_genome", f"corpus.species.human.url={url(server)}"])
+    assert (tmp_path / "data" / "genomes" / "mine.fa.gz").read_bytes() == PAYLOAD  # under the launch directory
+    with pytest.raises(SystemExit, match=r"^Configuration error: dnagpt-download corpus=my_genome: In 'train': Could "
+                       r"not find 'corpus/my_genome'; available: bundled, bundled_human,"):  # fmt: skip
+        main(["corpus=my_genome"])  # without the folder

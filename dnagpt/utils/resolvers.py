@@ -1,20 +1,24 @@
 """OmegaConf resolvers used by the configs.
 
 - ``${dnagpt.resources:NAME}`` is the absolute path of ``dnagpt/resources/NAME``, the real data excerpts shipped inside
-  the package. Configs can then name bundled files without a project-root environment variable and whatever directory
-  a run is launched from. Pure.
+  the package, found with ``importlib.resources`` wherever the package is installed (a clone, an editable install,
+  site-packages). Configs can then name bundled files without a project-root environment variable and whatever
+  directory a run is launched from. They are only read: pyfastx writes no index next to them (dnagpt.data.fasta), and
+  caches and outputs go under ``paths.*`` (the launch directory). Pure.
 - ``${dnagpt.sweep_file:NAME}`` is ``<hydra sweep dir>/NAME`` inside a job of a Hydra multirun (``-m``) and null
   otherwise: a file that every job of a sweep writes to, e.g. the one table of a temperature sweep. It reads Hydra's
   run state, which is why it lives here, in the Hydra layer: the objects it configures receive a plain path or None.
 """
 
+from importlib.resources import files
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-RESOURCES_DIR = Path(__file__).resolve().parent.parent / "resources"
+# a directory on disk (wheels install unzipped): pyfastx, gzip and numpy read the files by path
+RESOURCES_DIR = Path(str(files("dnagpt") / "resources"))
 
 
 def resource_path(name: str = "") -> str:
