@@ -199,3 +199,12 @@ def test_baseline_report_runs_every_fold_and_keeps_the_tuned_choice(tmp_path: Pa
     assert "SD over folds" in table and "| expression/kmer_ridge | tuned | 3 |" in table
     with pytest.raises(SystemExit):
         main(["task=genomes"])  # a task without a k-mer baseline is refused in one paragraph
+
+
+def test_baseline_report_gsr_tuned_and_fixed_per_species(tmp_path: Path) -> None:
+    out = tmp_path / "fits.json"
+    main(["task=gsr", "data.species.pas=[human]", "evaluation.C=[0.01,1.0]", "--fixed", "1.0", "--json", str(out)])
+    fits = {f["setting"]: Fit(**f) for f in json.loads(out.read_text())}
+    assert set(fits) == {"tuned", "fixed"} and fits["fixed"].value == 1.0 and fits["tuned"].group == "pas_human"
+    assert fits["tuned"].value == max(fits["tuned"].grid, key=lambda c: c[1])[0]
+    assert fits["tuned"].n_test == fits["fixed"].n_test > 100 and 0.5 < fits["tuned"].metrics["auroc"] <= 1
