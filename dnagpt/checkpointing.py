@@ -109,6 +109,7 @@ class Checkpoint:
     tokenizer_spec: dict | None = None
     global_step: int | None = None
     wandb_run_id: str | None = None
+    task_class: str | None = None  # lightning only: the task module's class path (``dnagpt.tasks.gsr.GSRTask``)
 
     def describe(self, key: str | None) -> str:
         """``init_from=PATH`` (the config key that named it) or the path alone."""
@@ -160,7 +161,8 @@ def lightning_checkpoint(ckpt: Mapping[str, Any], path: Path) -> Checkpoint:
     weights = {k.removeprefix("model."): v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
     step = ckpt.get("global_step")
     return Checkpoint(path, "lightning", weights, ours.get("model_cfg"), ours.get("tokenizer_spec"),
-                      None if step is None else int(step), ours.get("wandb_run_id"))  # fmt: skip
+                      None if step is None else int(step), ours.get("wandb_run_id"),
+                      task_class=ours.get("task_class"))  # fmt: skip
 
 
 def _read_pretrained(path: Path, name: str) -> Checkpoint:

@@ -169,8 +169,8 @@ def get_metric_value(metrics: dict[str, float], name: str | None) -> float | Non
     return value
 
 
-def module_for_evaluation(cfg: DictConfig, ckpt: Checkpoint) -> L.LightningModule:
-    """The task module of ``cfg.task`` holding the weights of ``ckpt``.
+def module_for_evaluation(cfg: DictConfig, ckpt: Checkpoint, key: str = "ckpt_path") -> L.LightningModule:
+    """The task module of ``cfg.task`` holding the weights of ``ckpt`` (named ``key`` in messages).
 
     A Lightning checkpoint or a ``save_pretrained`` directory brings its own model config and tokenizer, so a
     pre-training checkpoint can be scored on a downstream task (all heads exist in every task); a released ``.pth`` is
@@ -184,7 +184,7 @@ def module_for_evaluation(cfg: DictConfig, ckpt: Checkpoint) -> L.LightningModul
     module = instantiate_group(
         "task", cfg.task, model_cfg=model_cfg, tokenizer_spec=tokenizer_spec, optimizer=None, scheduler=None
     )
-    module.load_weights(ckpt, key="ckpt_path")
+    module.load_weights(ckpt, key=key)
     return module
 
 

@@ -9,6 +9,10 @@
   ``.ckpt``, a ``save_pretrained`` directory or a released DNAGPT ``.pth``. Every head of the release exists in every
   task, so nothing is ever loaded with ``strict=False``.
 - ``DATA_MODULE`` is the DataModule class a task reads batches from; the configuration check compares it with ``data``.
+- ``PREDICTION_INPUT`` (``dnagpt.inference.prompts``) turns an unlabelled record into the prompts ``predict_step`` reads,
+  for ``dnagpt.predict``; ``predict_step`` returns a dict of per-prompt (B,) tensors with ``row`` (``batch["row"]``, the
+  input row), which the prediction writer averages per row and writes in input order. A checkpoint records the task
+  class (``task_class``), so a prediction with another task is refused.
 - One policy for a non-finite loss, ``task.nonfinite_loss``: ``stop`` raises naming the split, the loss part, the step and
   the batch; ``skip`` drops the batch (its loss is never back-propagated, the optimizer makes no update), warns and
   counts ``train/skipped_batches``. Under DDP the training decision is reduced over ranks: a rank skipping its backward
@@ -17,7 +21,7 @@
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -32,6 +36,9 @@ from dnagpt.model.pretrained import load_release_state_dict
 from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.errors import CheckpointError
 from dnagpt.utils.pylogger import RankedLogger
+
+if TYPE_CHECKING:
+    from dnagpt.inference.prompts import PredictionInput
 
 log = RankedLogger(__name__)
 
@@ -51,6 +58,7 @@ class DNAGPTTask(LightningModule):
     # training (dnagpt.config_checks, dnagpt.utils.multirun); tests/test_sweeps.py holds it to what a real run logs.
     LOGGED_METRICS: ClassVar[frozenset[str]] = frozenset()
     DATA_MODULE: ClassVar[type[LightningDataModule]]
+    PREDICTION_INPUT: ClassVar["type[PredictionInput] | None"] = None  # None: the task makes no predictions
 
     def __init__(
         self,
@@ -125,6 +133,7 @@ class DNAGPTTask(LightningModule):
             "tokenizer_spec": self.hparams["tokenizer_spec"],
             "model_cfg": self.hparams["model_cfg"],
             "wandb_run_id": wandb_ids[0] if wandb_ids else None,
+            "task_class": f"{type(self).__module__}.{type(self).__qualname__}",  # what dnagpt.predict checks
             "skipped_batches": self.skipped_batches,
         }
 
@@ -194,6 +203,10 @@ class DNAGPTTask(LightningModule):
     def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor] | None:
         """Losses and metric updates of one batch; ``None`` when the batch is dropped (``drop_nonfinite``)."""
         raise NotImplementedError
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Per prompt of a batch of ``PREDICTION_INPUT`` prompts: the task's outputs as (B,) tensors, and ``row``."""
+        raise NotImplementedError(f"{type(self).__name__} makes no predictions (no PREDICTION_INPUT)")
 
     def drop_nonfinite(self, split: str, losses: Mapping[str, torch.Tensor]) -> bool:
         """Apply ``task.nonfinite_loss`` to this batch's loss parts (called before anything is logged or updated).

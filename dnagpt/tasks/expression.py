@@ -19,6 +19,7 @@ from torchmetrics import MaxMetric, MeanMetric, PearsonCorrCoef, R2Score, Spearm
 
 from dnagpt.data.batching import mean_over_phases
 from dnagpt.data.expression import ExpressionDataModule
+from dnagpt.inference.prompts import ExpressionInput
 from dnagpt.tasks.base import DNAGPTTask, held_out
 
 EVAL_SPLITS = ("val", "test")
@@ -26,6 +27,7 @@ EVAL_SPLITS = ("val", "test")
 
 class ExpressionTask(DNAGPTTask):
     DATA_MODULE = ExpressionDataModule
+    PREDICTION_INPUT = ExpressionInput
     LOGGED_METRICS = frozenset({"train/loss", "val/r2_best"}) | held_out("loss", "r2", "pearson", "pearson_r2", "spearman")
 
     def __init__(self, *args, monitor: str = "val/r2", mode: str = "max", **kwargs) -> None:
@@ -64,6 +66,10 @@ class ExpressionTask(DNAGPTTask):
             for metric in (self.r2, self.pearson, self.spearman):
                 metric[split].update(pred.detach(), target)
         return {"loss": loss, "pred": pred}
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """The z-scored ``prediction`` (training label statistics; the mean over the phases) and ``row`` per prompt."""
+        return {"row": batch["row"], "prediction": self.predict(batch)}
 
     def log_epoch(self, split: str) -> None:
         pearson = self.pearson[split].compute()

@@ -19,6 +19,7 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Sco
 
 from dnagpt.data.batching import mean_over_phases
 from dnagpt.data.gsr import GSRDataModule
+from dnagpt.inference.prompts import GSRInput
 from dnagpt.tasks.base import DNAGPTTask, held_out
 
 EVAL_SPLITS = ("val", "test")
@@ -32,6 +33,7 @@ def binary_metrics() -> MetricCollection:
 
 class GSRTask(DNAGPTTask):
     DATA_MODULE = GSRDataModule
+    PREDICTION_INPUT = GSRInput
     LOGGED_METRICS = frozenset({"train/loss", "train/acc", "val/auroc_best"}) | held_out("loss", "acc", "f1", "mcc", "auroc")
 
     def __init__(self, *args, monitor: str = "val/auroc", mode: str = "max", **kwargs) -> None:
@@ -79,6 +81,10 @@ class GSRTask(DNAGPTTask):
             self.loss_mean[split].update(loss.detach(), weight=bs)
             self.metrics[split].update(p_true, label)
         return {"loss": loss, "p_true": p_true}
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """``p_true`` (the mean over the phases when a prompt holds several) and ``row`` of each prompt."""
+        return {"row": batch["row"], "p_true": self.score(self.answer_logits(batch))}
 
     def log_epoch(self, split: str) -> None:
         values = {f"{split}/{k}": v.float() for k, v in self.metrics[split].compute().items()}
