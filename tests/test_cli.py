@@ -98,6 +98,15 @@ def test_user_experiment_extends_and_overrides_ours(workdir, user_dir, capsys) -
     assert list(workdir.iterdir()) == []  # --cfg runs nothing
 
 
+@pytest.mark.skipif((ROOT / "dnagpt/conf/local/default.yaml").exists(), reason="this clone's own local config comes first")
+def test_user_local_config_is_read(workdir, user_dir, capsys) -> None:
+    """``DIR/local/default.yaml``: the machine settings docs/install.md shows (our defaults' ``optional local``)."""
+    (user_dir / "local").mkdir()
+    (user_dir / "local" / "default.yaml").write_text("# @package _global_\npaths:\n  data_dir: /scratch/me/data\n")
+    main(["train", "--config-dir", str(user_dir), "--cfg", "job"])
+    assert OmegaConf.create(capsys.readouterr().out).paths.data_dir == "/scratch/me/data"
+
+
 def test_script_name_picks_the_command(workdir, user_dir, capsys, monkeypatch) -> None:
     """``dnagpt-train ...`` is ``dnagpt train ...`` (the form Lightning's DDP launcher re-runs)."""
     monkeypatch.setattr(sys, "argv", [str(workdir.parent / "bin" / "dnagpt-train")])

@@ -107,7 +107,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     python = venv / "bin" / "python"
     deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (_site_packages(python) / "_dnagpt_test_deps.pth").write_text("".join(f"{p}\n" for p in sorted(deps)))
+    ours = sorted(Path(sysconfig.get_paths()["purelib"]).glob("dnagpt-*.dist-info"))
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], check=True)
+    # pip sees the running environment's dnagpt through the .pth line; it must leave it alone (outside its prefix)
+    assert sorted(Path(sysconfig.get_paths()["purelib"]).glob("dnagpt-*.dist-info")) == ours
     work = tmp / "work"
     (work / "myconf" / "corpus").mkdir(parents=True)
     (work / "myconf" / "experiment").mkdir()

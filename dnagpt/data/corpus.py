@@ -152,7 +152,7 @@ class Corpus:
 
     @property
     def download_command(self) -> str:
-        return f"python download.py corpus={self.name}"
+        return f"dnagpt download corpus={self.name} (in a clone: python download.py corpus={self.name})"
 
     def available_species(self) -> list[SpeciesEntry]:
         """The species to train on; a file that is named but absent is an error naming its key and path.
@@ -168,7 +168,8 @@ class Corpus:
             problems += [f"corpus.species.{sp.name}.fasta is null (no file configured)" for sp in unset]
         if problems:
             if any(sp.url for sp in absent):
-                advice = f"fetch the files with: {self.download_command} (with the same paths.* overrides as this run)"
+                advice = (f"fetch the files with: {self.download_command} (with the same --config-dir and paths.* "
+                          "overrides as this run)")
             else:
                 advice = f"check the path (a relative fasta is taken under corpus.root={self.root})"
             raise MissingFileError(f"corpus {self.name}: {'; '.join(problems)}; {advice}")
