@@ -69,6 +69,23 @@ def test_from_model_wraps_trained_weights(tmp_path: Path, ids: torch.Tensor) -> 
     torch.testing.assert_close(logits(wrapped, ids), logits(network, ids), rtol=0, atol=0)
 
 
+def test_from_checkpoint_publishes_a_run(tmp_path: Path, ids: torch.Tensor) -> None:
+    """A Lightning checkpoint of ours (its ``dnagpt`` entry: model config and tokenizer) becomes a Hub model; a released
+    .pth, which records neither, is refused with the way round."""
+    torch.manual_seed(6)
+    network = DNAGPT(CONFIG)
+    state = {f"model.{k}": v for k, v in network.state_dict().items()}
+    ours = {"model_cfg": CONFIG.to_dict(), "tokenizer_spec": TOK.to_dict(), "wandb_run_id": None}
+    torch.save({"state_dict": state, "global_step": 50, "dnagpt": ours}, tmp_path / "last.ckpt")
+    published = PretrainedDNAGPT.from_checkpoint(read_checkpoint(tmp_path / "last.ckpt"))
+    published.save_pretrained(tmp_path / "out")
+    loaded = PretrainedDNAGPT.from_pretrained(tmp_path / "out")
+    torch.testing.assert_close(logits(loaded, ids), logits(network, ids), rtol=0, atol=0)
+    torch.save(network.state_dict(), tmp_path / "release.pth")
+    with pytest.raises(CheckpointError, match=r"release.pth records no model config or tokenizer .*from_model"):
+        PretrainedDNAGPT.from_checkpoint(read_checkpoint(tmp_path / "release.pth"))
+
+
 def test_a_repository_id_resolves_through_the_hub_cache(tmp_path: Path, ids: torch.Tensor) -> None:
     """``org/name`` as huggingface_hub lays a download out in its cache (refs/main -> snapshots/<commit>), offline."""
     model = hub_model(seed=3)

@@ -11,13 +11,16 @@ Two lines for a user::
     from dnagpt.model.hub import PretrainedDNAGPT
     model = PretrainedDNAGPT.from_pretrained("org/dnagpt-model")   # or a local directory
 
-and ``model.tokenizer`` is the vocabulary it was trained with.
+and ``model.tokenizer`` is the vocabulary it was trained with. Publishing a run's checkpoint::
+
+    PretrainedDNAGPT.from_checkpoint(read_checkpoint("last.ckpt")).push_to_hub("org/dnagpt-model")
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
@@ -34,7 +37,10 @@ from dnagpt.model.pretrained import (
     save_pretrained,
 )
 from dnagpt.tokenizer import KmerTokenizer
-from dnagpt.utils.errors import MissingFileError
+from dnagpt.utils.errors import CheckpointError, MissingFileError
+
+if TYPE_CHECKING:  # the model layer imports no Lightning: a checkpoint is only read by its attributes
+    from dnagpt.checkpointing import Checkpoint
 
 __all__ = ["PretrainedDNAGPT"]
 
@@ -80,8 +86,21 @@ class PretrainedDNAGPT(
 
     @classmethod
     def from_model(cls, model: DNAGPT, tokenizer_spec: dict) -> PretrainedDNAGPT:
-        """Wrap the weights of a trained network (e.g. ``read_checkpoint(path)`` of a run, loaded) for publishing."""
+        """A trained network with its tokenizer spec, ready to save or publish; it shares the network's weights (no copy)."""
         return build_loaded(lambda: cls(model.config, tokenizer_spec), model.state_dict(), "the given model")
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint) -> PretrainedDNAGPT:
+        """The network of a run's checkpoint, as ``dnagpt.checkpointing.read_checkpoint`` reads it (a Lightning ``.ckpt``
+        or a ``save_pretrained`` directory), ready to publish. A released ``.pth`` records no config or tokenizer."""
+        if checkpoint.model_cfg is None or checkpoint.tokenizer_spec is None:
+            raise CheckpointError(
+                f"{checkpoint.path} records no model config or tokenizer (a released .pth?): build the network, load it "
+                "with load_release_state_dict and use PretrainedDNAGPT.from_model(network, tokenizer.to_dict())"
+            )
+        config = GPTConfig.from_dict(dict(checkpoint.model_cfg))
+        spec = dict(checkpoint.tokenizer_spec)
+        return build_loaded(lambda: cls(config, spec), checkpoint.state_dict, str(checkpoint.path))
 
     def _save_pretrained(self, save_directory: Path) -> None:
         save_pretrained(self, save_directory, self.tokenizer_spec)
