@@ -19,6 +19,7 @@ epoch) or one random phase per window and epoch (``random``, :class:`RandomPhase
 
 import functools
 import itertools
+import signal
 from collections.abc import Iterator, Mapping, Sized
 from typing import Any
 
@@ -222,3 +223,17 @@ class SplitLoaders:
     def load_state_dict(self, state_dict: Mapping[str, int]) -> None:
         self.train_position = (int(state_dict["epoch"]), int(state_dict["batches"]))
         self._resumed_layout = {k: v for k, v in state_dict.items() if k not in ("epoch", "batches")}
+
+
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what callbacks.preemption turns into a checkpoint
+
+
+def ignore_preemption_signals(worker_id: int) -> None:
+    """``worker_init_fn`` of every DataLoader: workers leave SIGTERM and SIGUSR1 to the main process.
+
+    A scheduler signals every process of a job (SLURM, ``kill -- -PGID``, ``docker stop``); a worker that dies of it makes
+    the main process raise "DataLoader worker ... killed by signal" before the preemption checkpoint is written. The main
+    process still ends its workers when it exits.
+    """
+    for sig in PREEMPTION_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dnagpt.data.batching import SplitLoaders, per_device_batch_size
+from dnagpt.data.batching import SplitLoaders, ignore_preemption_signals, per_device_batch_size
 from dnagpt.data.genomes_panel import (
     HaplotypePanel,
     Legend,
@@ -157,6 +157,7 @@ class GenomesDataModule(SplitLoaders, L.LightningDataModule):
             sampler=self._sampler(dataset, self.per_device_batch, shuffle),
             collate_fn=collate_sentences,
             num_workers=self.num_workers,
+            worker_init_fn=ignore_preemption_signals,
             pin_memory=self.pin_memory,
             drop_last=shuffle,
         )

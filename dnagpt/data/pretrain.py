@@ -23,7 +23,7 @@ import numpy as np
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from dnagpt.data.batching import per_device_batch_size
+from dnagpt.data.batching import ignore_preemption_signals, per_device_batch_size
 from dnagpt.data.corpus import Corpus, SpeciesPlan, plan_species
 from dnagpt.data.fasta import EncodedGenome, build_cache
 from dnagpt.data.pretrain_stream import (
@@ -180,6 +180,7 @@ class PretrainDataModule(L.LightningDataModule):
             self.train_dataset(),
             batch_size=self.local_batch_size,
             num_workers=self.num_workers,
+            worker_init_fn=ignore_preemption_signals,
             pin_memory=self.pin_memory,
         )
 
@@ -201,6 +202,7 @@ class PretrainDataModule(L.LightningDataModule):
             batch_size=self.local_batch_size,
             shuffle=False,
             num_workers=self.num_workers,
+            worker_init_fn=ignore_preemption_signals,
             pin_memory=self.pin_memory,
         )
 
