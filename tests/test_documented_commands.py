@@ -178,6 +178,8 @@ EVALUATED = ("metrics.json", "metrics.csv")
 MANY_GPUS = "gpu: trainer=ddp on 8 CUDA GPUs"
 MULTISPECIES = "the nine genomes of python download.py corpus=multispecies (network)"
 SLURM = "gpu: a SLURM cluster with GPUs (hydra/launcher=slurm)"
+DEEPGSR = "network: the DeepGSR FASTA files on GitHub (tests/test_gsr_download.py serves them on 127.0.0.1)"
+FULL_GSR = f"gpu: the paper's GSR recipe on the full sets of {DEEPGSR.removeprefix('network: ')}"
 # DNAGPT-H's vocabulary and the 1,753 positions of the recipe's 10.5 kb promoter, short: a random tiny model of that shape
 H_SHAPE = ("tokenizer=kmer6_fixed", "model.block_size=1760")
 
@@ -288,6 +290,16 @@ COMMANDS: dict[str, Case] = {
         fill={"dna_gpt0.1b_m.pth": released}, short=("model=tiny",), expect=("gsr_metrics.csv",)
     ),
     "scripts/cross_species_gsr.sh runs/xs 300 300": Case(fill={"runs/xs": "{fresh}", "300 300": "4 4"}, said=("H acc",)),
+    # docs/gsr_data.md
+    "python download.py dataset=deepgsr_pas": Case(needs=DEEPGSR),
+    "python download.py dataset=deepgsr_pas_aataaa": Case(needs=DEEPGSR),
+    "python download.py dataset=gsr_tis dataset.copy_from=/path/to/gsr_tis_3species.tsv.gz": Case(
+        fill={"/path/to/gsr_tis_3species.tsv.gz": str(BUNDLED.parent / "gsr" / "tis_subset.tsv.gz")},
+        short=("dataset.sha256=null",),  # the shipped subset, not the pinned full table
+        expect=("gsr/gsr_tis_3species.tsv.gz",),
+    ),
+    "python train.py experiment=finetune_gsr_pas data=gsr_full init_from=/path/to/dna_gpt0.1b_m.pth": Case(needs=FULL_GSR),
+    "python train.py experiment=finetune_gsr_tis data=gsr_full init_from=/path/to/dna_gpt0.1b_m.pth": Case(needs=FULL_GSR),
     # docs/sweeps.md
     "python train.py -m hparams_search=pretrain_optuna": Case(short=(ONE_TRIAL,), expect=SWEEP),
     "python train.py -m hparams_search=gsr_optuna": Case(short=(ONE_TRIAL,), expect=SWEEP),
