@@ -40,7 +40,8 @@ COMMON = ("trainer.enable_progress_bar=false", "extras.print_config=false")
 
 @dataclass(frozen=True)
 class Scale:
-    """Budgets of one scale: ``cpu`` is the table's, ``smoke`` a few steps for the plumbing test."""
+    """Budgets of one scale: ``cpu`` is the table's, ``quick`` a third of its fine-tuning (what a shared 2-core session
+    afforded), ``smoke`` a few steps for the plumbing test."""
 
     pretrain_steps: int
     finetune_steps: int
@@ -51,6 +52,7 @@ class Scale:
 
 SCALES = {
     "cpu": Scale(pretrain_steps=3000, finetune_steps=1000, val_every=100, expression_epochs=20, full_data=True),
+    "quick": Scale(pretrain_steps=3000, finetune_steps=300, val_every=50, expression_epochs=5, full_data=True),
     "smoke": Scale(pretrain_steps=4, finetune_steps=4, val_every=2, expression_epochs=1, full_data=False),
 }
 
