@@ -22,7 +22,7 @@
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,6 +109,10 @@ class Checkpoint:
     tokenizer_spec: dict | None = None
     global_step: int | None = None
     wandb_run_id: str | None = None
+    # a fine-tuning task's own part (lightning only): weights outside the network (a new head, under the task's names)
+    # and what the task recorded under CKPT_KEY["task"] (e.g. its label mapping)
+    task_weights: Mapping[str, Any] = field(default_factory=dict)
+    task_state: Mapping[str, Any] = field(default_factory=dict)
     task_class: str | None = None  # lightning only: the task module's class path (``dnagpt.tasks.gsr.GSRTask``)
 
     def describe(self, key: str | None) -> str:
@@ -158,11 +162,13 @@ def read_checkpoint(path: str | Path, key: str | None = None, resumable: bool = 
 def lightning_checkpoint(ckpt: Mapping[str, Any], path: Path) -> Checkpoint:
     """The :class:`Checkpoint` of a loaded Lightning checkpoint dict of ours."""
     ours = ckpt.get(CKPT_KEY) or {}
-    weights = {k.removeprefix("model."): v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
+    state = ckpt.get("state_dict", {})
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     step = ckpt.get("global_step")
     return Checkpoint(path, "lightning", weights, ours.get("model_cfg"), ours.get("tokenizer_spec"),
                       None if step is None else int(step), ours.get("wandb_run_id"),
-                      task_class=ours.get("task_class"))  # fmt: skip
+                      task_weights={k: v for k, v in state.items() if not k.startswith("model.")},
+                      task_state=ours.get("task") or {}, task_class=ours.get("task_class"))  # fmt: skip
 
 
 def _read_pretrained(path: Path, name: str) -> Checkpoint:

@@ -167,6 +167,9 @@ PAS = "python train.py experiment=finetune_gsr_pas init_from=/path/to/dna_gpt0.1
 PRE_H = "python train.py corpus=bundled_human trainer.max_steps=300 hydra.run.dir=runs/pre_h"
 PRE_M = "python train.py corpus=bundled trainer.max_steps=300 hydra.run.dir=runs/pre_m"
 FT_H = "python train.py experiment=cross_species_gsr init_from=runs/pre_h/checkpoints/last.ckpt hydra.run.dir=runs/ft_h"
+SPECIES_WINDOWS = "python train.py experiment=species_windows"
+REGRESSION = "python train.py task=regression init_from=<pre-training .ckpt>"
+GUE = "python train.py task=classification data.path=/data/GUE/EMP/H3 data.species=yeast init_from=<pre-training .ckpt>"
 
 WINDOW = "data.window=[-150,150]"  # an expression prompt that 160 positions hold
 ON_CPU = ("model=tiny", "trainer=cpu")  # a recipe's 0.1B preset on a GPU, short: the session's tiny model on CPU
@@ -274,6 +277,25 @@ COMMANDS: dict[str, Case] = {
     "python evaluate.py task=genomes data.panel=dense ckpt_path=<dense ckpt> generation.n=900": Case(
         fill={"<dense ckpt>": last(DENSE)}, short=("generation.n=2",), expect=("genomes_metrics.csv",)
     ),
+    # docs/finetune_tables.md and dnagpt/conf/experiment/species_windows.yaml
+    SPECIES_WINDOWS: Case(),
+    "python train.py experiment=species_windows init_from=<pre-training run>/checkpoints/last.ckpt": Case(
+        fill={"<pre-training run>": run_dir(MAIN)}, said=("Initialised weights from",)
+    ),
+    "python evaluate.py task=classification ckpt_path=<run>/checkpoints/last.ckpt": Case(
+        fill={"<run>": run_dir(SPECIES_WINDOWS)},
+        short=("evaluation.kmer=3", "evaluation.C=1.0"),
+        expect=("classification_metrics.csv", "classification_confusion_test.png"),
+    ),
+    "python train.py task=classification data.path=dnagpt/resources/gsr/pas_subset.tsv.gz data.species_column=species "
+    "task.readout=head": Case(),
+    REGRESSION: Case(fill={"<pre-training .ckpt>": last(MAIN)}),
+    "python evaluate.py task=regression ckpt_path=<run>/checkpoints/last.ckpt": Case(
+        fill={"<run>": run_dir(REGRESSION)}, expect=("regression_metrics.csv", "regression_scatter_test.png")
+    ),
+    GUE: Case(needs="network: the GUE benchmark of DNABERT-2 is not shipped"),
+    "python train.py task=classification data.path=/data/genomic_benchmarks/human_nontata_promoters data.species=human "
+    "init_from=<pre-training .ckpt>": Case(needs="network: Genomic Benchmarks are downloaded by their own package"),
     # docs/gsr.md
     "python train.py task=gsr init_from=<pre-training .ckpt>": Case(fill={"<pre-training .ckpt>": last(MAIN)}),
     "python train.py experiment=finetune_gsr_pas init_from=dna_gpt0.1b_m.pth": Case(

@@ -416,7 +416,7 @@ def test_skip_under_ddp_every_rank_drops_the_batch(tmp_path: Path, cache_dir: Pa
 
 
 # ---- 6. exact resume wherever the README claims it: DDP, accumulation, the fine-tuning tasks, a truncated last.ckpt ----
-TASKS = {"gsr": 128, "expression": 512, "genomes": 256}  # a block size that fits each task's prompts
+TASKS = {"gsr": 128, "expression": 512, "genomes": 256, "classification": 128, "regression": 160}  # fits its prompts
 SHORT_EPOCHS = "+trainer.limit_train_batches=3"  # ten steps cross three epoch ends, and a kill at step 5 lands mid-epoch
 DDP = ["trainer=ddp_sim", "data.batch_size=8"]  # two ranks of four
 ACCUMULATE = ["trainer.accumulate_grad_batches=2", "trainer.val_check_interval=4"]  # still a validation every 2 steps

@@ -106,13 +106,14 @@ def _columns(header: list[str], path: Path, required: Sequence[str], optional: S
 
 
 def tsv_rows(
-    path: str | Path, required: Sequence[str], optional: Sequence[str] = ()
+    path: str | Path, required: Sequence[str], optional: Sequence[str] = (), delimiter: str = "\t"
 ) -> Iterator[tuple[int, dict[str, str]]]:
-    """``(line, {column: text})`` for each data row of a headed TSV, holding the ``required`` and the present
-    ``optional`` columns. Blank lines are skipped; no header, a row wider or narrower than the header, or no row at
-    all is an error."""
+    """``(line, {column: text})`` for each data row of a headed TSV (or CSV: ``delimiter=","``), holding the
+    ``required`` and the present ``optional`` columns. Blank lines are skipped; no header, a row wider or narrower
+    than the header, or no row at all is an error."""
     path = Path(path)
-    reader = csv.reader(text_lines(path), delimiter="\t")
+    reader = csv.reader(text_lines(path), delimiter=delimiter)
+    kind = {"\t": "tab", ",": "comma"}.get(delimiter, repr(delimiter))
 
     def next_row() -> list[str] | None:
         try:
@@ -122,15 +123,15 @@ def tsv_rows(
 
     header = next_row()
     if header is None:
-        raise InputError("is empty: expected a header row naming the tab-separated columns", path)
+        raise InputError(f"is empty: expected a header row naming the {kind}-separated columns", path)
     if not header:
-        raise InputError("is blank: expected the header row naming the tab-separated columns", path, 1)
+        raise InputError(f"is blank: expected the header row naming the {kind}-separated columns", path, 1)
     columns, n_rows = _columns(header, path, required, optional), 0
     while (fields := next_row()) is not None:
         if not fields:
             continue
         if len(fields) != len(header):
-            raise InputError(f"{len(fields)} tab-separated fields, the header has {len(header)}", path, reader.line_num)
+            raise InputError(f"{len(fields)} {kind}-separated fields, the header has {len(header)}", path, reader.line_num)
         n_rows += 1
         yield reader.line_num, {name: fields[i] for name, i in columns.items()}
     if not n_rows:

@@ -148,11 +148,15 @@ class DNAGPTTask(LightningModule):
         if self.optimizer_factory is None:
             raise ValueError("this module was built without an optimizer partial (task.optimizer); it can only infer")
         weight_decay = self.optimizer_factory.keywords.get("weight_decay", 0.0)
-        optimizer = self.optimizer_factory(self.model.param_groups(weight_decay))
+        optimizer = self.optimizer_factory(self.param_groups(weight_decay))
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """The optimizer's parameter groups: the network's; a task with weights of its own (a new head) adds them."""
+        return self.model.param_groups(weight_decay)
 
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
