@@ -102,6 +102,8 @@ def test_bf16_is_close_to_fp32(task, windows) -> None:
     fp32 = embed(windows, task, **FP32)
     cos = (bf16 * fp32).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(fp32, axis=1)
     assert cos.min() > 0.99
+    # auto: bf16 on CPU only for the batches where it measured faster
+    assert [Embedder(task.model, TOK, batch_size=b).bf16 for b in (32, 128)] == [False, True]
 
 
 def test_embedding_streams_its_input(task) -> None:

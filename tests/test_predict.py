@@ -118,7 +118,7 @@ def test_another_tasks_checkpoint_or_a_task_without_predictions_is_refused(gsr, 
     asked = r"\S+ \(dnagpt\.tasks\.expression\.ExpressionTask\) was asked; predict with task=gsr"
     with pytest.raises(CheckpointError, match=trained + asked):
         run(tmp_path, "task=expression", f"ckpt={ckpt}", f"input={pas_fasta}", WINDOW)
-    with pytest.raises(ConfigError, match=r"makes no predictions; predict works for task=\S*expression, \S*gsr"):
+    with pytest.raises(ConfigError, match=r"makes no predictions; predict works for task=.*expression, gsr"):
         run(tmp_path, "task=pretrain", f"ckpt={ckpt}", f"input={pas_fasta}")
     pretrain = save_ckpt(tiny_task(PretrainTask), tmp_path / "pre.ckpt")
     with pytest.raises(CheckpointError, match=r"trained for task=pretrain"):

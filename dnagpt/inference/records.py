@@ -10,7 +10,7 @@ commands can check every record first, then run the model on a second pass, what
   (0-based, half-open) is cut from the reference, reverse-complemented on strand ``-``. The reference is encoded once
   into ``cache_dir`` (:func:`dnagpt.data.fasta.build_cache`) and regions are read from there with positioned reads.
   Unnamed regions are called ``chrom:start-end`` (``(-)`` appended on the minus strand).
-- **Table** (``.tsv``, ``.txt``, gzipped or not): a header row, then one record per row; the sequence, name
+- **Table** (``.tsv``, ``.txt``, ``.csv``, gzipped or not): a header row, then one record per row; the sequence, name
   and species columns are configurable; without a name column a row is named ``line<N>``.
 
 The letters are the tokenizer's to judge; a record that it refuses is an ``InputError`` naming the file, the line (or
@@ -35,7 +35,7 @@ FORMATS: tuple[str, ...] = ("auto", "fasta", "bed", "table")
 _SUFFIXES: dict[str, Format] = {
     **dict.fromkeys((".fa", ".fasta", ".fna", ".fas"), "fasta"),
     ".bed": "bed",
-    **dict.fromkeys((".tsv", ".txt"), "table"),
+    **dict.fromkeys((".tsv", ".txt", ".csv"), "table"),
 }
 _BED_HEADER = ("#", "track", "browser")  # lines a BED file may open with: not regions
 
@@ -90,7 +90,8 @@ def guess_format(path: str | Path) -> Format:
 class RecordSource:
     """The records of one input file, read again on each iteration (see the module docstring).
 
-    ``cleaner`` (the tokenizer) encodes a BED's reference into ``cache_dir``.
+    ``cleaner`` (the tokenizer) encodes a BED's reference into ``cache_dir``; ``delimiter`` of a table is a comma for
+    ``.csv`` and a tab otherwise.
     """
 
     def __init__(
@@ -128,8 +129,9 @@ class RecordSource:
 
     def _table(self) -> Iterator[Record]:
         c = self.columns
+        delimiter = "," if self.path.name.lower().removesuffix(".gz").endswith(".csv") else "\t"
         optional = [column for column in (c.name, c.species) if column is not None]
-        rows = tsv_rows(self.path, [c.sequence], optional)
+        rows = tsv_rows(self.path, [c.sequence], optional, delimiter=delimiter)
         for i, (line, row) in enumerate(rows):
             name = row.get(c.name or "") or f"line{line}"
             species = row.get(c.species or "") or None
