@@ -265,7 +265,7 @@ def embed(
 
     ``options``: ``species`` (default ``"human"``; ``None``: no species token), ``long`` (``"error"`` or ``"window"``),
     ``batch_size``, ``precision`` (``"auto"``, ``"bf16"``, ``"fp32"``), and ``model_cfg``/``tokenizer`` for a released
-    ``.pth`` or a bare network (:func:`load_network`).
+    ``.pth`` or a bare network (:func:`load_network`). A network or task passed in is put in eval mode.
 
     >>> net = DNAGPT(GPTConfig.from_name("tiny", n_layer=1, n_head=2, n_embd=16, block_size=32))
     >>> embed(["ACGTACGTAAC", "acgtnnRY"], net, tokenizer=KmerTokenizer()).shape

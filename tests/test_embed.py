@@ -192,6 +192,10 @@ def test_command_on_a_table_reads_its_species_column(task, ckpt, tmp_path) -> No
     want = np.stack([embed([r["sequence"]], task, species=s, **FP32)[0] for r, s in zip(rows, species, strict=True)])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert [r["name"] for r in index] == [r["id"] for r in rows]
+    as_csv = tmp_path / "pas.csv"  # the GUE layout: comma-separated
+    as_csv.write_text("sequence,name\n" + "".join(f"{r['sequence']},{r['id']}\n" for r in rows))
+    from_csv, index = command(tmp_path, ckpt, f"input={as_csv}", "columns.name=name", "species=bovine")
+    np.testing.assert_allclose(from_csv[:2], want[:2], rtol=1e-5, atol=1e-6)  # the file's first rows are bovine
     rows[2]["species"] = "martian"
     table.write_text("\t".join(header) + "\n" + "".join("\t".join(r[c] for c in header) + "\n" for r in rows))
     with pytest.raises(InputError, match=r"pas\.tsv, line 4, column 'species': record '\S+': unknown species 'martian'"):

@@ -163,6 +163,10 @@ def test_writer_averages_a_records_prompts_and_checks_every_row(gsr, tmp_path) -
     with pytest.raises(RuntimeError, match="2 rows written, the input has 4"):
         lost.on_predict_end(trainer, gsr[0])
     assert not (tmp_path / "q.tsv").exists()
+    failed = PredictionWriter(tmp_path / "r.tsv", n_rows=2)
+    failed.setup(trainer, gsr[0], "predict")
+    failed.on_exception(trainer, gsr[0], KeyboardInterrupt())
+    assert not list(tmp_path.glob(".r.tsv*")) and not (tmp_path / "r.tsv").exists()
 
 
 def test_predict_file_from_python(gsr, pas_fasta, tmp_path) -> None:

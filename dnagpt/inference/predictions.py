@@ -159,6 +159,12 @@ class PredictionWriter(BasePredictionWriter):
         self._fh.write("\t".join([str(row), name, *(f"{v:.7g}" for v in (total / count).tolist())]) + "\n")
         self._pending = None
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """A failed run leaves no part behind (the output itself is only ever replaced whole)."""
+        if self._fh is not None:
+            self._fh.close()
+            self.part(trainer.global_rank).unlink(missing_ok=True)
+
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush()
         self._fh.close()
