@@ -48,6 +48,12 @@ COMMANDS: dict[str, Command] = {
         "dnagpt.commands.evaluate:main", "test-split metrics and plots of a checkpoint (config evaluate.yaml)", "evaluate"
     ),
     "download": Command("dnagpt.commands.download:main", "fetch a corpus' genomes where training reads them"),
+    "embed": Command("dnagpt.embed:main", "per-sequence or per-token vectors of a checkpoint (config embed.yaml)", "embed"),
+    "predict": Command("dnagpt.predict:main", "a task's scores for unlabelled inputs (config predict.yaml)", "predict"),
+    "score-variants": Command(
+        "dnagpt.score_variants:main", "zero-shot log-likelihood ratios of VCF variants (config score_variants.yaml)",
+        "score_variants",
+    ),
 }
 
 
