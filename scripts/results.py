@@ -40,19 +40,21 @@ COMMON = ("trainer.enable_progress_bar=false", "extras.print_config=false")
 
 @dataclass(frozen=True)
 class Scale:
-    """Budgets of one scale: ``cpu`` is the table's, ``quick`` a third of its fine-tuning (what a shared 2-core session
-    afforded), ``smoke`` a few steps for the plumbing test."""
+    """Budgets of one scale: ``cpu`` is the table's, ``quick`` a fifth of its fine-tuning, model selection on the first
+    320 validation windows (what a shared 2-core session afforded), ``smoke`` a few steps for the plumbing test."""
 
     pretrain_steps: int
     finetune_steps: int
     val_every: int
     expression_epochs: int
     full_data: bool
+    val_batches: int | None = None  # trainer.limit_val_batches of fine-tuning (None: the whole validation split)
 
 
 SCALES = {
     "cpu": Scale(pretrain_steps=3000, finetune_steps=1000, val_every=100, expression_epochs=20, full_data=True),
-    "quick": Scale(pretrain_steps=3000, finetune_steps=300, val_every=50, expression_epochs=5, full_data=True),
+    "quick": Scale(pretrain_steps=3000, finetune_steps=200, val_every=100, expression_epochs=5, full_data=True,
+                   val_batches=10),
     "smoke": Scale(pretrain_steps=4, finetune_steps=4, val_every=2, expression_epochs=1, full_data=False),
 }
 
@@ -148,6 +150,8 @@ def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path 
         data.append("data.split=block")
     budget = [f"trainer.max_steps={scale.finetune_steps}", f"trainer.val_check_interval={scale.val_every}",
               "task.scheduler.warmup_steps=" + ("50" if scale.full_data else "1"), "test=false"]
+    if scale.val_batches is not None:
+        budget.append(f"trainer.limit_val_batches={scale.val_batches}")
     row = Row(name, f"GSR {signal.upper()} {species}: test accuracy / AUROC", curve="val/auroc",
               metrics={f"{who}{m}": f"test/{name}/{'baseline_' if who == 'baseline ' else ''}{key}"
                        for who in ("", "baseline ") for m, key in ((" acc", "acc"), (" AUROC", "auroc"))})

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dnagpt.data.batching import SplitLoaders, check_phases, per_device_batch_size, training_rows
+from dnagpt.data.batching import SplitLoaders, check_phases, ignore_preemption_signals, per_device_batch_size, training_rows
 from dnagpt.data.expression_table import (
     SPLIT_METHODS,
     ExpressionTable,
@@ -294,6 +294,7 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
             batch_size=self.local_batch_size,
             sampler=self._sampler(dataset, self.local_batch_size, shuffle),
             num_workers=self.num_workers,
+            worker_init_fn=ignore_preemption_signals,
             pin_memory=self.pin_memory,
         )
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dnagpt.data.batching import SplitLoaders, check_phases, per_device_batch_size, training_rows
+from dnagpt.data.batching import SplitLoaders, check_phases, ignore_preemption_signals, per_device_batch_size, training_rows
 from dnagpt.data.gsr_table import (
     SIGNALS,
     GSRTable,
@@ -216,5 +216,6 @@ class GSRDataModule(SplitLoaders, L.LightningDataModule):
             batch_size=self.local_batch_size,
             sampler=self._sampler(dataset, self.local_batch_size, shuffle),
             num_workers=self.num_workers,
+            worker_init_fn=ignore_preemption_signals,
             persistent_workers=self.num_workers > 0,
         )

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from dnagpt.checkpointing import atomic_path
+from dnagpt.data.batching import ignore_preemption_signals
 from dnagpt.inference.prompts import PredictionInput
 from dnagpt.inference.records import RecordSource
 from dnagpt.utils.errors import InputError
@@ -89,7 +90,8 @@ class PredictionData(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         stream = PromptStream(self.source, self.prompts, self.n_records, self.n_prompts == self.n_records)
-        return DataLoader(stream, batch_size=self.batch_size, collate_fn=self.prompts.collate, num_workers=self.num_workers)
+        return DataLoader(stream, batch_size=self.batch_size, collate_fn=self.prompts.collate, num_workers=self.num_workers,
+                          worker_init_fn=ignore_preemption_signals)
 
 
 class PredictionWriter(BasePredictionWriter):
