@@ -385,6 +385,22 @@ def test_evaluator_scores_rows_and_fits_the_yardstick_on_the_same_table(tmp_path
     assert (tmp_path / "ev" / "cls_confusion_test.png").stat().st_size > 0
 
 
+def test_regression_evaluator_scores_windows_against_its_two_yardsticks(tmp_path: Path) -> None:
+    rows = sw_rows("train", 15, ("human", "ecoli"))
+    gc = [(r["sequence"].count("G") + r["sequence"].count("C")) / 600 for r in rows]  # a label the GC baseline knows
+    table = [[r["sequence"], f"{v:.4f}"] for r, v in zip(rows, gc, strict=True)]
+    path = write_table(tmp_path / "gc.csv", ["sequence", "gc"], table)
+    dm = RegressionDataModule(TOK, 64, path, label_column="gc", val_size=6, test_size=8, long_sequences="windows")
+    dm.setup()
+    task = make_task(RegressionTask, block_size=64, targets=dm.targets.to_dict())
+    metrics = SequenceLabelsEvaluator(kmer=3, alphas=[0.1, 10.0], prefix="reg")(task, dm, None, tmp_path / "ev")
+    assert metrics["test/gc_cpg_r2"] > 0.99 and metrics["test/kmer_ridge_alpha"] in (0.1, 10.0)
+    assert {"test/kmer_ridge_pearson", "test/gc_cpg_spearman"} <= set(metrics)
+    assert (tmp_path / "ev" / "reg_scatter_test.png").exists()
+    with pytest.raises(ConfigError, match="evaluation.split=val"):
+        SequenceLabelsEvaluator(split="val")
+
+
 # ---- through the pipeline: checkpoints, evaluate.py, configuration ----------------------------------------------------
 FAST_CLS = ["task=classification", "model.block_size=128", "evaluation.kmer=3", "evaluation.C=1.0"]
 

@@ -8,7 +8,8 @@ expression tasks, fitted in the same run on the same table, so every table has i
 2. fits the yardsticks on the training rows, reading the bases the model reads (``read_sequences``: the whole
    sequence, or its first bases under ``long_sequences=truncate``). Classification: ``KmerLogistic`` on 6-mer counts
    (multinomial beyond two classes), its ``C`` chosen from a grid on the validation rows. Regression: the GC/CpG
-   linear regression and the 6-mer ridge of the expression task (``fit_baselines``);
+   linear regression and the 6-mer ridge of the expression task (``fit_baselines``, its alpha chosen on the
+   validation rows);
 3. computes the task's metrics (accuracy, macro-F1, MCC, AUROC; R², Pearson, Spearman and squared Pearson) for each
    predictor, over all rows and per species when the table has a species column; writes ``<prefix>_metrics.csv`` and
    ``.json`` (one row per group and predictor), ``<prefix>_predictions_<split>.csv`` (per row: file, line, truth and
@@ -29,9 +30,10 @@ import numpy as np
 import torch
 
 from dnagpt.data.sequence_labels import SequenceLabelsDataModule
-from dnagpt.eval.expression import fit_baselines, plot_scatter, regression_metrics
+from dnagpt.eval.expression import Rows, fit_baselines, plot_scatter, regression_metrics
 from dnagpt.eval.kmer_baselines import KmerLogistic, check_grid
 from dnagpt.tasks.sequence_labels import SequenceLabelsTask, classification_metrics, pool_rows
+from dnagpt.utils.errors import ConfigError
 from dnagpt.utils.plots import save_figure, subplots
 from dnagpt.utils.pylogger import RankedLogger
 
@@ -70,11 +72,14 @@ class SequenceLabelsEvaluator:
         split: str = "test",
         kmer: int = 6,
         C: float | Sequence[float] = (0.01, 0.1, 1.0, 10.0),
-        alphas: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0),
+        alphas: float | Sequence[float] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0),
         batch_size: int = 32,
         prefix: str = "labels",
     ) -> None:
-        self.split, self.kmer, self.C, self.alphas = split, kmer, check_grid(C, "evaluation.C"), list(alphas)
+        self.split, self.kmer = split, kmer
+        self.C, self.alphas = check_grid(C, "evaluation.C"), check_grid(alphas, "evaluation.alphas")
+        if split == "val" and max(len(self.C), len(self.alphas)) > 1:
+            raise ConfigError("evaluation.split=val: the baselines choose C and alpha on the val rows; give one value each")
         self.batch_size, self.prefix = batch_size, prefix
 
     def predictions(self, module: SequenceLabelsTask, datamodule: SequenceLabelsDataModule, trainer: Any
@@ -88,10 +93,9 @@ class SequenceLabelsEvaluator:
             baseline.fit(seqs["train"], y["train"], val=(seqs["val"], y["val"]))
             preds["kmer_logistic"] = baseline.predict_proba(seqs[self.split])
             return preds, {"kmer_logistic_C": baseline.C_, "kmer_logistic_grid": baseline.grid}
-        no_features = {s: np.zeros((len(y[s]), 0)) for s in y}  # the table has sequences only
-        preds |= fit_baselines(seqs["train"], no_features["train"], y["train"], seqs[self.split],
-                               no_features[self.split], k=self.kmer, alphas=self.alphas)  # fmt: skip
-        return preds, {}
+        rows = {s: Rows(seqs[s], np.zeros((len(y[s]), 0)), y[s]) for s in seqs}  # sequences only, no features
+        baselines, ridge = fit_baselines(rows["train"], rows["val"], rows[self.split], k=self.kmer, alphas=self.alphas)
+        return preds | baselines, {"kmer_ridge_alpha": ridge.value, "kmer_ridge_grid": ridge.grid}
 
     def __call__(self, module: SequenceLabelsTask, datamodule: SequenceLabelsDataModule, trainer: Any,
                  output_dir: str | Path) -> dict[str, float]:  # fmt: skip

@@ -92,8 +92,11 @@ def classification_metrics(probs: Tensor, target: Tensor) -> dict[str, Tensor]:
 
 
 def regression_scores(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
-    """R², Pearson and Spearman (torchmetrics) of predictions; invariant to the z-scoring."""
+    """R², Pearson and Spearman (torchmetrics) of predictions, invariant to the z-scoring; NaN below two rows (a partial
+    pass, ``limit_val_batches``, may hold the windows of one row only)."""
     pred, target = pred.double(), target.double()
+    if len(pred) < 2:
+        return dict.fromkeys(("r2", "pearson", "spearman"), torch.tensor(float("nan"), device=pred.device))
     return {"r2": r2_score(pred, target), "pearson": pearson_corrcoef(pred, target),
             "spearman": spearman_corrcoef(pred, target)}  # fmt: skip
 
