@@ -1,9 +1,10 @@
 """Every command the documents show runs here in a short form, or says why it cannot (a GPU, the network).
 
 The table ``COMMANDS`` is keyed by the command lines found in README.md, docs/*.md (fenced code blocks) and the header
-comments of dnagpt/conf/experiment/*.yaml and dnagpt/conf/hparams_search/*.yaml (``# python ...`` lines), so a documented command that
-the table does not know, or an entry that no document shows any more, fails the first test: a new or changed command
-line is run here before it is published, and a command the code no longer runs fails its own case.
+comments of dnagpt/conf/experiment/*.yaml and dnagpt/conf/hparams_search/*.yaml (``# python ...`` lines), so a
+documented command that the table does not know, or an entry that no document shows any more, fails the first test: a
+new or changed command line is run here before it is published, and a command the code no longer runs fails its own
+case.
 
 A short form is the documented command itself with its placeholders filled (``<ckpt>`` by the checkpoint of the
 documented command that makes it, run once per session; ``<released .pth>`` by the session's tiny model saved under the
@@ -375,6 +376,19 @@ COMMANDS: dict[str, Case] = {
             "<DNAGPT-H checkpoint: experiment=pretrain_human or the released dna_gpt0.1b_h .pth>": random_release(*H_SHAPE)
         },
         short=(*ON_CPU, *H_SHAPE),
+    ),
+    # docs/results.md: the runs of the results table read the unshipped chromosomes and full GSR sets
+    # (tests/test_results_script.py runs scripts/results.py at smoke scale on the shipped data)
+    "python train.py experiment=pretrain_cpu corpus.root=/path/to/shared/data ckpt_path=auto "
+    "hydra.run.dir=<its run dir>": Case(
+        needs="network: the six whole chromosomes of corpus=chromosomes are not shipped"
+    ),
+    "python scripts/results.py --data-root /path/to/shared/data": Case(
+        needs="network: the chromosomes and the full GSR sets are downloaded, not shipped"
+    ),
+    "python scripts/results.py --data-root /path/to/shared/data --scale quick --only pas_human --pretrained "
+    "<pre-training run>/checkpoints/step0000500.ckpt": Case(
+        needs="network: the chromosomes and the full GSR sets are downloaded, not shipped"
     ),
     "python train.py experiment=pretrain_cpu corpus.root=/path/to/shared/data": Case(
         needs="network: the six whole chromosomes of corpus=chromosomes are not shipped"
