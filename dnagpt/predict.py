@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
 from dnagpt.checkpointing import Checkpoint, read_checkpoint
-from dnagpt.config_checks import check_config, instantiate_group, named_group
+from dnagpt.config_checks import check_config, instantiate_group
 from dnagpt.inference.predictions import PredictionData, PredictionWriter
 from dnagpt.inference.records import Columns, RecordSource
 from dnagpt.pipeline import apply_extras, module_for_evaluation
@@ -61,20 +61,27 @@ def predicting_task(cfg: DictConfig) -> type[DNAGPTTask]:
     task_cls = hydra.utils.get_class(cfg.task._target_)
     if not predicts(cfg.task._target_):
         able = [name for target, name in task_options().items() if predicts(target)]
-        raise ConfigError(f"{named_group('task', cfg.task)} makes no predictions; predict works for task={', '.join(able)}")
+        name = task_options().get(cfg.task._target_, cfg.task._target_)
+        raise ConfigError(f"task={name} makes no predictions; predict works for task={', '.join(able)}")
     return task_cls
 
 
-def check_task(ckpt: Checkpoint, task_cls: type[DNAGPTTask], asked: str) -> None:
+def check_task(ckpt: Checkpoint, task_cls: type[DNAGPTTask]) -> None:
     """A checkpoint that records its task must be of ``task_cls`` (released weights and ``save_pretrained`` directories
-    record none: any task may read them)."""
+    record none: any task may read them). Tasks are named by their config files, not by Hydra's runtime choices, which
+    a process that composed several configs may hold from an earlier one."""
     if ckpt.task_class is None or ckpt.task_class == class_path(task_cls):
         return
-    trained = task_options().get(ckpt.task_class)
-    called = f"task={trained} ({ckpt.task_class})" if trained else ckpt.task_class
+    options = task_options()
+
+    def called(target: str) -> str:
+        return f"task={options[target]} ({target})" if target in options else target
+
+    trained = options.get(ckpt.task_class)
     hint = f"predict with task={trained}" if trained else "predict with that task"
     raise CheckpointError(
-        f"{ckpt.describe('ckpt')} was trained for {called}, but {asked} ({class_path(task_cls)}) was asked; {hint}"
+        f"{ckpt.describe('ckpt')} was trained for {called(ckpt.task_class)}, but {called(class_path(task_cls))} was "
+        f"asked; {hint}"
     )
 
 
@@ -85,7 +92,7 @@ def predict(cfg: DictConfig) -> Path:
     check_config(cfg, stage="evaluate")
     apply_extras(cfg)
     ckpt = read_checkpoint(cfg.ckpt, key="ckpt")
-    check_task(ckpt, task_cls, named_group("task", cfg.task))
+    check_task(ckpt, task_cls)
     module = module_for_evaluation(cfg, ckpt, key="ckpt")
     prompts = task_cls.PREDICTION_INPUT(module.tokenizer, module.model.config.block_size, cfg.data, cfg.species)
     columns = Columns(**cfg.columns)

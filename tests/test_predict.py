@@ -114,8 +114,8 @@ def test_expression_reads_its_training_table_as_is(tmp_path) -> None:
 
 def test_another_tasks_checkpoint_or_a_task_without_predictions_is_refused(gsr, pas_fasta, tmp_path) -> None:
     _, ckpt = gsr
-    trained = r"was trained for task=gsr \(dnagpt\.tasks\.gsr\.GSRTask\), but task "
-    asked = r"\S+ \(dnagpt\.tasks\.expression\.ExpressionTask\) was asked; predict with task=gsr"
+    trained = r"was trained for task=gsr \(dnagpt\.tasks\.gsr\.GSRTask\), but task"
+    asked = r"=expression \(dnagpt\.tasks\.expression\.ExpressionTask\) was asked; predict with task=gsr"
     with pytest.raises(CheckpointError, match=trained + asked):
         run(tmp_path, "task=expression", f"ckpt={ckpt}", f"input={pas_fasta}", WINDOW)
     with pytest.raises(ConfigError, match=r"makes no predictions; predict works for task=.*expression, gsr"):
