@@ -240,7 +240,7 @@ def plot_curves(row: Row, path: Path) -> None:
         first = arm not in colours
         colour = colours.setdefault(arm, f"C{len(colours)}")
         ax.plot(steps, values, color=colour, alpha=0.8, label=arm if first else None)
-    ax.set(xlabel="optimizer step", ylabel=row.curve, title=row.what)
+    ax.set(xlabel="optimizer step", ylabel=row.curve, title=f"{row.name}: {row.curve} during training, per run")
     ax.legend()
     save_figure(fig, path, dpi=110)
 
