@@ -117,7 +117,10 @@ def test_script_name_picks_the_command(workdir, user_dir, capsys, monkeypatch) -
 def test_unknown_command_is_one_line(workdir) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["trian", "corpus=human"])
-    assert str(exit_.value) == "dnagpt: no command 'trian'; the commands are train, evaluate, download, embed, predict, score-variants (dnagpt --help)"
+    assert str(exit_.value) == (
+        "dnagpt: no command 'trian'; the commands are train, evaluate, download, embed, predict, score-variants "
+        "(dnagpt --help)"
+    )
 
 
 BAD = [  # (argv, what the one line says after "Configuration error: dnagpt-<command> <args>: ")
