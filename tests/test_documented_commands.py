@@ -186,6 +186,16 @@ DEEPGSR = "network: the DeepGSR FASTA files on GitHub (tests/test_gsr_download.p
 FULL_GSR = f"gpu: the paper's GSR recipe on the full sets of {DEEPGSR.removeprefix('network: ')}"
 # DNAGPT-H's vocabulary and the 1,753 positions of the recipe's 10.5 kb promoter, short: a random tiny model of that shape
 H_SHAPE = ("tokenizer=kmer6_fixed", "model.block_size=1760")
+# docs/phases.md: the six-phase commands and the recipe of its measurements (the full PAS file, short: the shipped subset)
+PHASES_GSR = "python train.py task=gsr data.phases=6 init_from=<pretrain .ckpt>"
+FULL_PAS = "/path/to/gsr_pas_deepgsr_4species.tsv.gz"
+SHIPPED_PAS = {FULL_PAS: str(BUNDLED.parent / "gsr" / "pas_subset.tsv.gz")}
+PHASES_RECIPE = (
+    f"python train.py task=gsr trainer=cpu logger=csv data.files.pas={FULL_PAS} 'data.species.pas=[human]' "
+    "data.batch_size=32 trainer.max_steps=600 trainer.max_epochs=-1 trainer.val_check_interval=150 "
+    "trainer.check_val_every_n_epoch=null trainer.limit_val_batches=16 task.scheduler.warmup_steps=50 "
+    "extras.torch_threads=1 data.phases=6 data.train_phases=random"
+)
 
 COMMANDS: dict[str, Case] = {
     # README.md
@@ -376,6 +386,26 @@ COMMANDS: dict[str, Case] = {
             "<DNAGPT-H checkpoint: experiment=pretrain_human or the released dna_gpt0.1b_h .pth>": random_release(*H_SHAPE)
         },
         short=(*ON_CPU, *H_SHAPE),
+    ),
+    # docs/phases.md
+    PHASES_GSR: Case(fill={"<pretrain .ckpt>": last(MAIN)}),
+    "python evaluate.py task=gsr data.phases=6 ckpt_path=<ckpt>": Case(
+        fill={"<ckpt>": last(PHASES_GSR)}, expect=("gsr_metrics.csv",)
+    ),
+    "python train.py task=expression data.phases=6 init_from=<pretrain .ckpt>": Case(
+        fill={"<pretrain .ckpt>": last(MAIN)}, short=(WINDOW,)
+    ),
+    PHASES_RECIPE: Case(fill=SHIPPED_PAS),
+    f"python evaluate.py task=gsr ckpt_path=<best ckpt> data.files.pas={FULL_PAS} 'data.species.pas=[human]' "
+    "extras.torch_threads=1 data.phases=1": Case(
+        fill={"<best ckpt>": best(PHASES_RECIPE), **SHIPPED_PAS}, expect=("gsr_metrics.csv",)
+    ),
+    "python train.py task=expression init_from=<pre-training run>/checkpoints/step0000500.ckpt trainer=cpu logger=csv "
+    "trainer.max_steps=-1 trainer.max_epochs=10 trainer.val_check_interval=1.0 trainer.check_val_every_n_epoch=1 "
+    "callbacks.model_checkpoint.every_n_train_steps=null extras.torch_threads=1 data.phases=6 "
+    "data.train_phases=random": Case(
+        fill={"<pre-training run>/checkpoints/step0000500.ckpt": last(MAIN)},
+        short=("trainer.max_epochs=1", "+trainer.limit_train_batches=2", WINDOW),
     ),
     # docs/results.md: the runs of the results table read the unshipped chromosomes and full GSR sets
     # (tests/test_results_script.py runs scripts/results.py at smoke scale on the shipped data)
