@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -38,6 +37,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from dnagpt.checkpointing import Checkpoint, atomic_path, read_checkpoint
+from dnagpt.commands import hydra_command
 from dnagpt.config_checks import instantiate_group
 from dnagpt.inference.npy import npy_rows
 from dnagpt.inference.prompts import check_species, dna_ids, species_id
@@ -48,9 +48,7 @@ from dnagpt.pipeline import apply_extras, build_model_config
 from dnagpt.tasks.base import DNAGPTTask
 from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.errors import ConfigError
-from dnagpt.utils.multirun import job_scope
 from dnagpt.utils.pylogger import RankedLogger
-from dnagpt.utils.resolvers import register_resolvers
 
 __all__ = ["Embedder", "embed", "embed_tokens", "load_network", "main"]
 
@@ -345,16 +343,7 @@ def run(cfg: DictConfig) -> tuple[Path, Path]:
     return output, index
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="embed")
-def _app(cfg: DictConfig) -> None:
-    with job_scope():  # as train.py: a refused input exits with its message; -m jobs are isolated
-        run(cfg)
-
-
-def main() -> None:
-    """The command (``python -m dnagpt.embed ...``): the Hydra app over ``dnagpt/conf/embed.yaml``."""
-    register_resolvers()  # before Hydra composes: the configs name bundled files through ${dnagpt.resources:...}
-    _app()
+main = hydra_command("embed", run)  # the command: python -m dnagpt.embed <overrides of dnagpt/conf/embed.yaml>
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
 from dnagpt.checkpointing import Checkpoint, read_checkpoint
+from dnagpt.commands import CONF_MODULE, hydra_command
 from dnagpt.config_checks import check_config, instantiate_group
 from dnagpt.inference.predictions import PredictionData, PredictionWriter
 from dnagpt.inference.records import Columns, RecordSource
 from dnagpt.pipeline import apply_extras, module_for_evaluation
 from dnagpt.tasks.base import DNAGPTTask
 from dnagpt.utils.errors import CheckpointError, ConfigError
-from dnagpt.utils.multirun import job_scope
 from dnagpt.utils.pylogger import RankedLogger
 from dnagpt.utils.resolvers import register_resolvers
 from dnagpt.utils.task_wrapper import task_wrapper
@@ -39,7 +39,6 @@ __all__ = ["main", "predict", "predict_file"]
 
 log = RankedLogger(__name__)
 
-CONF_MODULE = "dnagpt.conf"
 TASK_CONF = Path(__file__).resolve().parent / "conf" / "task"
 
 
@@ -127,16 +126,7 @@ def predict_file(task: str, ckpt: str | Path, input: str | Path, output: str | P
     return predict(cfg)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
-def _app(cfg: DictConfig) -> None:
-    with job_scope():  # as train.py: a refused input exits with its message; -m jobs are isolated
-        predict(cfg)
-
-
-def main() -> None:
-    """The command (``python -m dnagpt.predict ...``): the Hydra app over ``dnagpt/conf/predict.yaml``."""
-    register_resolvers()  # before Hydra composes: the configs name bundled files through ${dnagpt.resources:...}
-    _app()
+main = hydra_command("predict", predict)  # the command: python -m dnagpt.predict <overrides of dnagpt/conf/predict.yaml>
 
 
 if __name__ == "__main__":

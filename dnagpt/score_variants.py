@@ -20,18 +20,17 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
 from dnagpt.checkpointing import atomic_path, read_checkpoint
+from dnagpt.commands import hydra_command
 from dnagpt.data.tables import require_file
 from dnagpt.model.config import FIXED_VOCAB_SIZE, GPTConfig
 from dnagpt.model.gpt import DNAGPT
 from dnagpt.model.pretrained import config_from_release_state_dict, load_release_state_dict
 from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.errors import CheckpointError, ConfigError
-from dnagpt.utils.resolvers import register_resolvers
 from dnagpt.variants import TSV_COLUMNS, Reference, VariantScorer
 from dnagpt.vcf import VcfReader, VcfWriter
 
@@ -174,18 +173,7 @@ def run(cfg: DictConfig) -> ScoreSummary:
     )  # fmt: skip
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="score_variants")
-def _app(cfg: DictConfig) -> None:
-    from dnagpt.utils.multirun import job_scope
-
-    with job_scope():  # bad input or config: its paragraph and exit status 1, as train.py
-        run(cfg)
-
-
-def main() -> None:
-    """The command line (Hydra overrides of ``dnagpt/conf/score_variants.yaml``)."""
-    register_resolvers()
-    _app()
+main = hydra_command("score_variants", run)  # the command: python -m dnagpt.score_variants <overrides>
 
 
 if __name__ == "__main__":

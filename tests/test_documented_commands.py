@@ -16,7 +16,6 @@ a GPU or the network is composed as documented and passed through ``check_config
 a renamed option, a refused value or a batch that does not divide.
 """
 
-import functools
 import itertools
 import logging
 import os
@@ -29,14 +28,13 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 from pathlib import Path
-from threading import Thread
 
 import pytest
 import torch
 from conftest import FAST, ROOT, SMALL_MODEL, compose_cfg
+from http_files import serving
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -496,24 +494,6 @@ def entry_point(argv: list[str]) -> Iterator[None]:
             handler.close()
         root.handlers[:], root.level = handlers, level
         GlobalHydra.instance().clear()
-
-
-@contextmanager
-def serving(directory: Path) -> Iterator[str]:
-    """A local HTTP server for ``directory`` (the network's stand-in): its base URL."""
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
-    thread = Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class Runs:

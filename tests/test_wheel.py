@@ -20,15 +20,11 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from threading import Thread
 
 import pytest
+from http_files import serving
 
 from dnagpt.cli import COMMANDS
 
@@ -133,24 +129,6 @@ def test_wheel_holds_configs_licences_and_scripts(installed) -> None:
         assert f"{script} = dnagpt.cli:main" in entry_points
 
 
-@contextmanager
-def serving(directory: Path) -> Iterator[str]:
-    """The bundled excerpts over HTTP on 127.0.0.1: the network's stand-in."""
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(directory)))
-    thread = Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def _snapshot(package: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in package.rglob("*")
             if p.is_file() and "__pycache__" not in p.parts}  # fmt: skip
@@ -195,7 +173,11 @@ def test_installed_commands_download_train_evaluate(installed) -> None:
 
 
 BAD = [  # what a user sees: one line on stderr, exit status 1, nothing run
-    (["dnagpt", "trian"], "dnagpt: no command 'trian'; the commands are train, evaluate, download (dnagpt --help)"),
+    (
+        ["dnagpt", "trian"],
+        "dnagpt: no command 'trian'; the commands are train, evaluate, download, embed, predict, score-variants "
+        "(dnagpt --help)",
+    ),
     (["dnagpt", "train", "corpus=multi_species"], "Configuration error: dnagpt-train corpus=multi_species: In 'train': "
      "Could not find 'corpus/multi_species'; available: bundled, bundled_human, chromosomes, human, multispecies"),
     (["dnagpt-evaluate", "--config-dir", "nowhere", "ckpt_path=x"], "Configuration error: dnagpt-evaluate --config-dir "

@@ -9,10 +9,11 @@ groups and options (an experiment, a corpus, ``local/default.yaml`` for machine 
 
 import difflib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import hydra
 from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.object_type import ObjectType
@@ -24,6 +25,25 @@ from dnagpt.utils.resolvers import register_resolvers
 
 CONF_MODULE = "dnagpt.conf"
 CONF_PATH = f"pkg://{CONF_MODULE}"  # the config_path of every command's @hydra.main
+
+
+def hydra_command(config_name: str, run: Callable[[DictConfig], object]) -> Callable[[], None]:
+    """The ``main()`` of a command that is one Hydra app over ``dnagpt/conf/<config_name>.yaml`` (embed, predict, score
+    variants): the resolvers registered before Hydra composes, then ``run(cfg)`` in ``job_scope`` (a refused input
+    exits with its paragraph; ``-m`` jobs are isolated), as ``dnagpt train`` does."""
+
+    @hydra.main(version_base="1.3", config_path=CONF_PATH, config_name=config_name)
+    def app(cfg: DictConfig) -> None:
+        from dnagpt.utils.multirun import job_scope  # torch-heavy: only once the config is composed
+
+        with job_scope():
+            run(cfg)
+
+    def main() -> None:
+        register_resolvers()
+        app()
+
+    return main
 
 
 @contextmanager

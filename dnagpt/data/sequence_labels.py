@@ -37,7 +37,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
-from dnagpt.data.batching import SplitLoaders, per_device_batch_size
+from dnagpt.data.batching import SplitLoaders, ignore_preemption_signals, per_device_batch_size
 from dnagpt.data.labelled_table import FORMATS, LabelledTable, detect_format, read_labelled
 from dnagpt.data.splits import SPLITS, check_split_size
 from dnagpt.data.tables import parse_float
@@ -311,6 +311,7 @@ class SequenceLabelsDataModule(SplitLoaders, L.LightningDataModule):
             batch_size=batch_size,
             sampler=self._sampler(dataset, batch_size, shuffle),
             num_workers=self.num_workers,
+            worker_init_fn=ignore_preemption_signals,
             persistent_workers=self.num_workers > 0,
             collate_fn=functools.partial(collate, pad_id=self.tokenizer.pad_id),
         )
