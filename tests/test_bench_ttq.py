@@ -1,0 +1,58 @@
+"""The time-to-quality bench compares like with like: both arms train the same steps on the same real batches, both are
+scored on the same held-out windows, and the minutes to a level are read off each curve at its first crossing.
+
+Timings are never asserted (the hosts are shared); the run uses the bundled human excerpt at toy sizes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import time_to_quality as ttq
+
+# the quick recipe shrunk to seconds: a 1-layer model on 64 positions, 2 sentences a batch, 2 held-out windows
+TOY = ["corpus=bundled_human", "model.block_size=64", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
+       "data.batch_size=2", "data.val_windows=2", "task.markov_max_order=3", "task.scheduler.warmup_steps=0"]  # fmt: skip
+
+
+def test_time_to_reach_interpolates_the_first_crossing() -> None:
+    curve = [(0.0, 2.4), (1.0, 2.0), (2.0, 1.9), (3.0, 1.95), (4.0, 1.8)]
+    assert ttq.time_to_reach(curve, 2.5) == 0.0  # already there at the first evaluation
+    assert ttq.time_to_reach(curve, 2.2) == pytest.approx(0.5)
+    assert ttq.time_to_reach(curve, 1.92) == pytest.approx(1.8)  # 1 + (2.0 - 1.92) / (2.0 - 1.9)
+    assert ttq.time_to_reach(curve, 1.9) == pytest.approx(2.0)
+    assert ttq.time_to_reach(curve, 1.85) == pytest.approx(3 + 0.1 / 0.15)  # after the rebound, not at its top
+    assert ttq.time_to_reach(curve, 1.79) is None
+    assert ttq.time_to_reach([], 2.0) is None
+
+
+def test_quick_path_trains_both_arms_on_the_same_batches(tmp_path: Path, cache_dir: Path) -> None:
+    out = tmp_path / "bench"
+    table, result = ttq.measure(True, out, cache_dir=str(cache_dir), budget_minutes=30, steps=5, eval_every=2,
+                                interleave=3, reference="nanogpt", overrides=TOY)  # fmt: skip
+    ours, ref = result.arms
+    assert (ours.name, ref.name) == ("ours", "nanoGPT-style")
+    assert ours.steps == ref.steps == 5 and ours.done and ref.done
+    assert len(ours.batch_digests) == 5 and len(set(ours.batch_digests)) == 5  # five different real batches ...
+    assert ours.batch_digests == ref.batch_digests  # ... the same ones, in the same order, for both arms
+    assert [p.step for p in ours.curve] == [p.step for p in ref.curve] == [0, 2, 4, 5]  # the last step is scored too
+    for arm in result.arms:
+        assert arm.curve[0].minutes == 0 and all(1.0 < p.bits < 3.0 for p in arm.curve)
+        assert [p.minutes for p in arm.curve] == sorted(p.minutes for p in arm.curve)
+    ys = result.yardsticks
+    assert ys.markov_order is not None and 1.5 < ys.markov <= ys.order0 < 2.1  # order k never worse than order 0 on val
+    assert result.common_level == max(min(p.bits for p in arm.curve) for arm in result.arms)
+
+    assert [r.section for r in table] == [ttq.SECTION] * 3
+    assert [r.unit for r in table] == ["1/min", "1/min", "tokens/s"] and all(r.baseline == ref.name for r in table)
+    assert "common level" in table[0].name and "Markov order-" in table[1].name
+    assert all(r.value >= 0 and r.baseline_value >= 0 and r.note for r in table)
+    assert table[2].value > 0 and table[2].baseline_value > 0
+
+    assert (out / "time_to_quality.png").stat().st_size > 10_000
+    saved = json.loads((out / "time_to_quality.json").read_text())
+    assert set(saved["arms"]) == {"ours", "nanoGPT-style"} and saved["yardsticks"]["markov"] == ys.markov
+    assert [len(a["curve"]) for a in saved["arms"].values()] == [4, 4] and len(saved["rows"]) == 3
