@@ -1,37 +1,50 @@
 """FASTA access for the genome corpora: validated reading, an encoded cache, regions and the reverse complement.
 
 Why an encoded cache: on a shared 2-core host, random 3 kb windows came at about 1,000/s from a ``.fa.gz`` through
-pyfastx, 130,000/s from plain FASTA and 1,000,000/s from a uint8 memmap. So each FASTA is streamed once with pyfastx (in
-``prepare_data``) into one flat file of upper-case ``ACGTN`` bytes, cleaned by the tokenizer (soft-masking removed,
-IUPAC codes -> ``N``, anything else an error), plus a small JSON manifest of record names, offsets and lengths. Workers
-then read windows with ``os.pread``: no parsing, no per-worker index. Positioned reads rather than a memmap, because a
-memmap's touched pages count in each worker's resident memory and grow towards the genome size over a long run, while
-``pread`` copies only the window (the OS page cache still shares the file between processes); at about 10 windows per
-batch the few microseconds per read are negligible.
+pyfastx, 130,000/s from plain FASTA and 1,000,000/s from a uint8 memmap. So each FASTA is streamed once (in
+``prepare_data``, :func:`build_cache`) into one flat file of upper-case ``ACGTN`` bytes, cleaned by the tokenizer's
+rules (soft-masking removed, IUPAC codes -> ``N``, anything else an error), plus a small JSON manifest of record names,
+offsets, lengths and N counts. Workers then read windows with ``os.pread``: no parsing, no per-worker index. Positioned
+reads rather than a memmap, because a memmap's touched pages count in each worker's resident memory and grow towards
+the genome size over a long run, while ``pread`` copies only the window (the OS page cache still shares the file
+between processes); at about 10 windows per batch the few microseconds per read are negligible.
 
-Before pyfastx parses a file, :func:`check_fasta` streams it once in 1 MiB pieces (bounded memory, gunzipped on the
-fly) and refuses what pyfastx would read silently wrong or fail on obscurely, naming the file and the line: a cut or
-corrupt gzip, a ``.gz`` name on a file that is not gzip, a control byte anywhere (pyfastx, C code, ends a record at a
-NUL and drops the rest), text before the first ``>`` header, a header line without a name or not in UTF-8, a space,
-tab or non-ASCII byte inside a sequence line, a header with no sequence after it, an empty file. The letters
-themselves are the tokenizer's to judge.
+One byte per base, not two bits: the alphabet has five letters (assemblies hold long ``N`` runs, 5 % of GRCh38), so
+2 bits would need a side list of N intervals consulted by every window and by the N-fraction filters; and a window
+starts at any base, so packed bytes would have to be shifted and unpacked on every read, where now the bytes read are
+the bytes used. The cost is 4x the disk and page cache of a packed file (3.1 GB for a human genome).
 
-Records are read in file order with ``build_index=False``, so pyfastx writes no ``.fxi`` next to the source (which may
-be read-only). The cache is keyed by the file's resolved path, size and modification time: an edited or re-downloaded
-genome is re-encoded.
+:func:`build_cache` encodes in one streaming pass over 1 MiB pieces (gunzipped on the fly): the checks of
+:func:`check_fasta` and a C-speed byte translation of each piece, appended to the cache file; memory stays at a few
+pieces whatever the genome or its longest chromosome. Several processes or nodes may call it at once: one writes (an
+``flock``), the others wait and use its cache, and only a finished folder is ever renamed into place (details there).
+
+:func:`check_fasta` refuses what a reader would take silently wrong or fail on obscurely, naming the file and the
+line: a cut or corrupt gzip, a ``.gz`` name on a file that is not gzip, a control byte anywhere (pyfastx, C code, ends
+a record at a NUL and drops the rest), text before the first ``>`` header, a header line without a name or not in
+UTF-8, a space, tab or non-ASCII byte inside a sequence line, a header with no sequence after it, an empty file. The
+letters themselves are the tokenizer's to judge.
+
+:func:`iter_records` (whole records as strings, for small inputs) reads with pyfastx after that check, in file order
+with ``build_index=False``, so pyfastx writes no ``.fxi`` next to the source (which may be read-only). The cache is
+keyed by the file's resolved path, size and modification time: an edited or re-downloaded genome is re-encoded.
 """
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import tempfile
+import socket
+import time
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -42,12 +55,14 @@ import pyfastx
 from dnagpt.data.tables import GZIP_MAGIC, check_gzip
 from dnagpt.utils.errors import ConfigError, InputError, MissingFileError
 
-__all__ = ["EncodedGenome", "Region", "build_cache", "check_fasta", "iter_records", "parse_region", "reverse_complement"]
+__all__ = [
+    "EncodedGenome", "Region", "build_cache", "cache_path_for", "check_fasta", "iter_records", "parse_region",
+    "read_manifest", "reverse_complement",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 _CACHE_VERSION = 2  # 2: files are checked by check_fasta first (a NUL byte no longer cuts a record short)
-_CHUNK_BP = 1 << 24  # records are cleaned in 16 Mb pieces: bounded temporary memory for any chromosome
 N_BYTE = ord("N")
 
 
@@ -166,6 +181,11 @@ class _LineCheck:
         self._at_line += self._buf.count(b"\n", self._at, pos)
         self._at = pos
         return self._at_line
+
+    def _skip_lines(self, start: int, end: int, newlines: int) -> None:
+        """Move the line counter past ``buf[start:end]``, whose ``newlines`` line ends the caller has counted."""
+        self._line_of(start)
+        self._at, self._at_line = end, self._at_line + newlines
 
     def _error(self, message: str, pos: int) -> InputError:
         return InputError(message, self.path, self._line_of(pos))
@@ -288,6 +308,80 @@ def iter_records(path: str | Path) -> Iterator[tuple[str, str]]:
 
 
 # ----- encoded cache ----------------------------------------------------------------------------------------
+SEQ_FILE, MANIFEST_FILE = "seq.u8", "manifest.json"
+_ABANDONED_S = 600  # another host's half-written folder untouched this long is a dead writer's (a live one appends
+# every few milliseconds)
+
+
+def _base_table(cleaner: DnaCleaner) -> bytes:
+    """``bytes.translate`` table of what ``cleaner.clean`` makes of each byte, 0 for a byte it refuses or that no
+    sequence line may hold: one C-speed translation per piece then cleans by the tokenizer's rules."""
+    table = bytearray(256)
+    for byte in _IN_SEQUENCE:
+        try:
+            table[byte] = int(cleaner.clean(bytes([byte]))[0])
+        except ValueError:
+            pass  # stays 0; the tokenizer's own message is asked for when the byte occurs
+    return bytes(table)
+
+
+class _Encoder(_LineCheck):
+    """:func:`check_fasta`'s checks and the encoding in one pass over the pieces, appending the bases to ``out``.
+
+    A sequence span (the lines between two headers within a piece) is cleaned by one ``translate`` that also drops
+    the line ends; a 0 byte in the result sends the span to the slow path that names the error. The line counter
+    advances by the line ends the translation removed, so a base costs a few C loops (translate, a zero search, an
+    N count) and no Python.
+    """
+
+    def __init__(self, path: Path, cleaner: DnaCleaner, out: BinaryIO) -> None:
+        super().__init__(path)
+        self.cleaner, self.out, self.table = cleaner, out, _base_table(cleaner)
+        self.index: list[dict] = []  # the manifest's records
+        self.names: set[str] = set()
+        self.bases = 0
+
+    def _header(self, start: int, end: int) -> None:
+        super()._header(start, end)
+        line, raw = self.unfilled
+        name = raw.decode()
+        if name in self.names:
+            raise InputError(f"duplicate record name {name!r} (record {self.records}); names must be unique", self.path,
+                             line)  # fmt: skip
+        self.names.add(name)
+        self.index.append({"name": name, "offset": self.bases, "length": 0, "n_count": 0})
+
+    def _sequence(self, start: int, end: int) -> None:
+        if self.records == 0:  # before the first header: blank lines only
+            super()._sequence(start, end)
+            return
+        raw = self._buf[start:end]
+        clean = raw.translate(self.table, b"\r\n")
+        if clean.find(0) >= 0:
+            raise self._refused(start, end)
+        self._skip_lines(start, end, len(raw) - len(clean) if b"\r" not in raw else raw.count(b"\n"))
+        if clean:
+            self.unfilled = None
+            record = self.index[-1]
+            record["length"] += len(clean)
+            record["n_count"] += int(np.count_nonzero(np.frombuffer(clean, dtype=np.uint8) == N_BYTE))
+            self.bases += len(clean)
+            self.out.write(clean)
+
+    def _refused(self, start: int, end: int) -> InputError:
+        """The error for a span holding a refused byte: the line check's for a space, tab, control or non-ASCII byte,
+        else the tokenizer's message with the record, where the span starts in it, and the line."""
+        super()._sequence(start, end)  # raises for a byte no sequence line may hold
+        raw, record = self._buf[start:end], self.index[-1]
+        at = next(i for i, byte in enumerate(raw) if not self.table[byte] and byte not in b"\r\n")
+        try:
+            self.cleaner.clean(raw.translate(None, b"\r\n"))
+        except ValueError as err:
+            message = f"record {record['name']!r}, piece starting at base {record['length']}: {err}"
+            return InputError(message, self.path, self._line_of(start + at))
+        raise AssertionError(f"{type(self.cleaner).__name__}.clean accepts a span it refuses byte by byte")
+
+
 def _cache_key(path: Path) -> str:
     st = path.stat()
     ident = f"{_CACHE_VERSION}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
@@ -307,43 +401,188 @@ def cache_path_for(fasta: str | Path, cache_root: str | Path) -> Path:
     return Path(cache_root) / f"{_fasta_stem(fasta)}-{_cache_key(fasta)}"
 
 
-def build_cache(fasta: str | Path, cache_root: str | Path, cleaner: DnaCleaner) -> Path:
-    """Encode ``fasta`` once into ``cache_root`` (a no-op when a valid cache exists); return the cache folder.
+def _cache_problem(cache_dir: Path, manifest: dict) -> str | None:
+    """What makes a cache folder unusable, or None: another version, or records that do not tile ``seq.u8`` exactly."""
+    if manifest.get("version") != _CACHE_VERSION:
+        return f"cache version {manifest.get('version')!r}, this program reads {_CACHE_VERSION}"
+    ends = np.cumsum(manifest["lengths"])
+    if len(ends) and not np.array_equal(manifest["offsets"], ends - manifest["lengths"]):
+        return "its record offsets do not follow each other"
+    seq = cache_dir / SEQ_FILE
+    if not seq.is_file():
+        return f"no {SEQ_FILE}"
+    size, expected = seq.stat().st_size, int(ends[-1]) if len(ends) else 0
+    return None if size == expected else f"{SEQ_FILE} holds {size:,} bytes, its records {expected:,}"
 
-    Written into a temporary folder and renamed at the end, so an interrupted build leaves no half cache and
-    two processes building the same genome do not corrupt each other.
+
+def read_manifest(cache_dir: str | Path) -> dict:
+    """Record names, offsets, lengths and N counts of a complete cache folder, checked against its sequence file.
+
+    No folder is a MissingFileError (not built yet); a folder without a manifest, or with one that is unreadable, of
+    another version, or whose records do not tile ``seq.u8`` exactly (a cut copy, a full disk) an InputError naming it.
     """
-    fasta = Path(fasta)
-    out = cache_path_for(fasta, cache_root)
-    if (out / "manifest.json").is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        raise MissingFileError(f"no encoded genome at {cache_dir} (prepare_data() builds it)")
     try:
-        records = []
-        offset = 0
-        with open(tmp / "seq.u8", "wb") as fh:
-            for name, seq in iter_records(fasta):
-                n_count = 0
-                for start in range(0, len(seq), _CHUNK_BP):
-                    try:
-                        clean = cleaner.clean(seq[start : start + _CHUNK_BP])
-                    except ValueError as err:
-                        raise InputError(f"record {name!r}, piece starting at base {start}: {err}", fasta) from None
-                    n_count += int(np.count_nonzero(clean == N_BYTE))
-                    fh.write(clean.tobytes())
-                records.append({"name": name, "offset": offset, "length": len(seq), "n_count": n_count})
-                offset += len(seq)
-        manifest = {"version": _CACHE_VERSION, "source": str(fasta.resolve()), "records": records}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        raw = json.loads((cache_dir / MANIFEST_FILE).read_text())
+        records = raw["records"]
+        manifest = {
+            "version": raw["version"],
+            "source": str(raw["source"]),
+            "names": [str(r["name"]) for r in records],
+            **{f"{key}s": np.array([r[key] for r in records], dtype=np.int64) for key in ("offset", "length", "n_count")},
+        }
+    except FileNotFoundError:
+        problem: str | None = f"no {MANIFEST_FILE}"
+    except (ValueError, KeyError, TypeError) as err:
+        problem = f"{MANIFEST_FILE} is unreadable ({type(err).__name__}: {err})"
+    else:
+        problem = _cache_problem(cache_dir, manifest)
+    if problem:
+        raise InputError(f"incomplete or corrupt encoded genome: {problem}; delete the folder to encode it again",
+                         cache_dir)  # fmt: skip
+    return manifest
+
+
+def _is_complete(cache_dir: Path) -> bool:
+    try:
+        read_manifest(cache_dir)
+    except (MissingFileError, InputError):
+        return False
+    return True
+
+
+@contextmanager
+def _writer_lock(out: Path) -> Iterator[None]:
+    """Hold ``.<cache name>.lock`` next to the cache exclusively while encoding it: one writer, the others wait here.
+
+    ``flock``: the kernel releases the lock of a process that dies, however it dies, so a killed writer leaves no
+    stale lock to break (the NFS client maps it onto a byte-range lock the server arbitrates between nodes; where a file
+    system keeps it per node, such as Lustre mounted ``localflock``, it is one writer per node). The file, holding the
+    writer's pid and host for the waiters' message, stays: deleting a lock file others hold open lets two writers in.
+    On a file system without locks every process encodes on its own, which is slower but as safe: only a finished
+    folder is ever renamed into place.
+    """
+    lock = out.parent / f".{out.name}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
         try:
-            os.replace(tmp, out)
-        except OSError:  # another process finished the same cache first
-            if not (out / "manifest.json").is_file():
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode(errors="replace") or "another process"
+            log.info("Waiting for %s to finish encoding %s", holder, out.name)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:  # ENOLCK, ENOSYS, EOPNOTSUPP: no locks on this file system
+            log.warning("Cannot lock %s (%s): other processes may encode the same genome at the same time", lock, err)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _tmp_dir(out: Path) -> Path:
+    """This process's private folder next to ``out``: the cache is written there, then renamed to ``out``."""
+    return out.parent / f".{out.name}.{os.getpid()}@{socket.gethostname()}.tmp"
+
+
+def _remove_abandoned(out: Path) -> None:
+    """Delete the half-written folders of writers that died: this host's whose pid is gone, any once left untouched.
+
+    Run under the writer lock; a folder named with this very pid is a dead process's too (the pid was reused).
+    """
+    host = socket.gethostname()
+    for tmp in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+        pid, _, tmp_host = tmp.name[len(out.name) + 2 : -len(".tmp")].partition("@")
+        try:
+            idle = time.time() - max(p.stat().st_mtime for p in [tmp, *tmp.iterdir()])
+        except FileNotFoundError:  # renamed into place meanwhile by a writer on another node
+            continue
+        dead = tmp_host == host and pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid)))
+        if dead or idle > _ABANDONED_S:
+            log.warning("Removing %s, left by an interrupted encoding", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's live process
+    return True
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _encode(fasta: Path, out: Path, cleaner: DnaCleaner) -> tuple[int, int]:
+    """Write the cache of ``fasta`` to a private folder, make it durable, rename it to ``out``: (records, bases).
+
+    ``seq.u8`` is appended piece by piece (memory stays at a few pieces whatever the genome); the manifest is written
+    last and everything is fsynced before the rename, so a visible folder is whole even after a crash of the node.
+    """
+    tmp = _tmp_dir(out)
+    tmp.mkdir()
+    try:
+        with open(tmp / SEQ_FILE, "wb") as fh:
+            encoder = _Encoder(fasta, cleaner, fh)
+            for piece in _pieces(fasta):
+                encoder.feed(piece)
+            encoder.finish()
+            fh.flush()
+            os.fsync(fh.fileno())
+        manifest = {"version": _CACHE_VERSION, "source": str(fasta.resolve()), "records": encoder.index}
+        _fsync_write(tmp / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another node finished the same cache first (locks not shared between nodes)
+            if not _is_complete(out):
                 raise
+        dir_fd = os.open(out.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("Encoded %s (%d records, %d bp) into %s", fasta, len(records), offset, out)
+    return len(encoder.index), encoder.bases
+
+
+def build_cache(fasta: str | Path, cache_root: str | Path, cleaner: DnaCleaner) -> Path:
+    """Encode ``fasta`` once into ``cache_root`` (a no-op when a complete cache exists); return the cache folder.
+
+    Safe for any number of processes and nodes at once: one encodes (the writer lock), the others wait and then use
+    its cache; a folder is renamed into place only when whole, so a killed writer leaves none (its private folder is
+    deleted by the next writer) and an incomplete or corrupt cache folder is replaced, with a warning naming it.
+    """
+    fasta = Path(fasta)
+    if not fasta.is_file():
+        raise MissingFileError(f"FASTA file not found: {fasta}")
+    out = cache_path_for(fasta, cache_root)
+    if _is_complete(out):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(out):
+        _remove_abandoned(out)
+        try:
+            read_manifest(out)
+            return out  # another process encoded it while this one waited
+        except MissingFileError:
+            pass
+        except InputError as err:
+            log.warning("%s; encoding it again", err)
+            shutil.rmtree(out)
+        start = time.perf_counter()
+        n_records, n_bases = _encode(fasta, out, cleaner)
+    log.info("Encoded %s (%d records, %d bp) into %s in %.1f s", fasta, n_records, n_bases, out,
+             time.perf_counter() - start)  # fmt: skip
     return out
 
 
@@ -356,16 +595,10 @@ class EncodedGenome:
 
     def __init__(self, cache_dir: str | Path) -> None:
         self.cache_dir = Path(cache_dir)
-        manifest_path = self.cache_dir / "manifest.json"
-        if not manifest_path.is_file():
-            raise MissingFileError(f"no encoded genome at {self.cache_dir} (prepare_data() builds it)")
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_manifest(self.cache_dir)
         self.source: str = manifest["source"]
-        recs = manifest["records"]
-        self.names: list[str] = [r["name"] for r in recs]
-        self.offsets = np.array([r["offset"] for r in recs], dtype=np.int64)
-        self.lengths = np.array([r["length"] for r in recs], dtype=np.int64)
-        self.n_counts = np.array([r["n_count"] for r in recs], dtype=np.int64)
+        self.names: list[str] = manifest["names"]
+        self.offsets, self.lengths, self.n_counts = manifest["offsets"], manifest["lengths"], manifest["n_counts"]
         self._index = {name: i for i, name in enumerate(self.names)}
         self._fh: BinaryIO | None = None
 
@@ -383,7 +616,7 @@ class EncodedGenome:
     def window(self, record: int, start: int, end: int) -> np.ndarray:
         """Bytes ``[start, end)`` of a record (a read-only array)."""
         if self._fh is None:
-            self._fh = open(self.cache_dir / "seq.u8", "rb", buffering=0)  # closed with the object
+            self._fh = open(self.cache_dir / SEQ_FILE, "rb", buffering=0)  # closed with the object
         if not 0 <= start <= end <= self.lengths[record]:
             raise ValueError(f"window {start}-{end} outside record {self.names[record]!r} ({self.lengths[record]} bp)")
         data = os.pread(self._fh.fileno(), end - start, int(self.offsets[record]) + start)
