@@ -32,6 +32,7 @@ from dnagpt.checkpointing import CKPT_KEY, Checkpoint, lightning_checkpoint, rea
 from dnagpt.lightning_internals import attached_trainer
 from dnagpt.model.config import GPTConfig
 from dnagpt.model.gpt import DNAGPT
+from dnagpt.model.kmer_init import compose_kmer_rows
 from dnagpt.model.pretrained import load_release_state_dict
 from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.errors import CheckpointError
@@ -69,6 +70,7 @@ class DNAGPTTask(LightningModule):
         monitor: str = "val/loss",
         mode: str = "min",
         nonfinite_loss: str = "stop",
+        kmer_init: float = 0.0,
     ) -> None:
         super().__init__()
         if nonfinite_loss not in NONFINITE_POLICIES:
@@ -89,6 +91,8 @@ class DNAGPTTask(LightningModule):
                 "inserted numbers must follow the token the tokenizer writes"
             )
         self.model = DNAGPT(cfg)
+        for rows in (self.model.transformer.wte.weight, self.model.token_head[-1].weight):
+            compose_kmer_rows(rows, self.tokenizer, kmer_init)  # a fresh model only: init_from and resume overwrite it
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.nonfinite_loss = nonfinite_loss
