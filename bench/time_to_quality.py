@@ -96,7 +96,7 @@ def reference_network(kind: str, config: GPTConfig) -> nn.Module:
 
 @dataclass
 class ReferenceOutput:
-    hidden: Tensor  # the (B, T, V) logits: see ReferenceLM
+    hidden: Tensor  # (B, T, D) final states, after the last LayerNorm
     value_pred: Tensor | None
 
 
@@ -104,30 +104,36 @@ class ReferenceLM(nn.Module):
     """A reference GPT behind the interface ``PretrainTask.model_step`` calls, so that the recipe's losses and its bits
     per base run unchanged on it.
 
-    The reference's usual path is full ``(B, T, V)`` logits and ``F.cross_entropy``, so the logits stand in for the
-    hidden states: ``logits(hidden)`` is the identity and ``token_loss`` the plain cross-entropy. It has no Numerical
-    Embedding and no regression head: the GC values are not inserted (it reads each ``<M>`` token alone; a value only
-    summarises bases already read) and its GC prediction is a constant 0, so the recipe's GC term (weight 0.01) adds a
-    constant without a gradient. The token and order objectives are the recipe's.
+    The network is split into its body (up to the final LayerNorm) and its output layer, so the task reads hidden
+    states as it does from ours; the token loss is then the reference's usual path: full logits of the target rows
+    and ``F.cross_entropy``. It has no Numerical Embedding and no regression head: the GC values are not inserted (it
+    reads each ``<M>`` token alone; a value only summarises bases already read) and its GC prediction is a constant 0,
+    so the recipe's GC term (weight 0.01) adds a constant without a gradient. The token and order objectives are the
+    recipe's.
     """
 
     def __init__(self, kind: str, config: GPTConfig) -> None:
         super().__init__()
         self.kind = kind
-        self.net = reference_network(kind, config)
+        net = reference_network(kind, config)
+        if kind == "hf-gpt2":
+            self.body, self.head = net.transformer, net.lm_head
+        else:  # the output layer (tied to the token embedding) taken out, so the network returns its final states
+            self.head, net.head = net.head, nn.Identity()
+            self.body = net
 
     def forward(
         self, input_ids: Tensor, *, values: Tensor | None = None, value_pos: Tensor | None = None,
         value_mask: Tensor | None = None, reg_pos: Tensor | None = None, compute_logits: bool = True,
     ) -> ReferenceOutput:  # fmt: skip
-        logits = self.net(input_ids=input_ids).logits if self.kind == "hf-gpt2" else self.net(input_ids)
-        return ReferenceOutput(logits, None if reg_pos is None else logits.new_zeros(reg_pos.shape))
+        hidden = self.body(input_ids=input_ids).last_hidden_state if self.kind == "hf-gpt2" else self.body(input_ids)
+        return ReferenceOutput(hidden, None if reg_pos is None else hidden.new_zeros(reg_pos.shape))
 
     def logits(self, hidden: Tensor) -> Tensor:
-        return hidden
+        return self.head(hidden)
 
     def token_loss(self, hidden: Tensor, targets: Tensor) -> Tensor:
-        return F.cross_entropy(hidden.float(), targets)
+        return F.cross_entropy(self.head(hidden).float(), targets)
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """Matrices decay, vectors (LayerNorm, biases) do not: the split ``DNAGPT.param_groups`` makes (GPT-2 keeps its

@@ -10,8 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import time_to_quality as ttq
+from bench.reference_gpt import ReferenceGPT
+from dnagpt.model.config import GPTConfig
 
 # the quick recipe shrunk to seconds: a 1-layer model on 64 positions, 2 sentences a batch, 2 held-out windows
 TOY = ["corpus=bundled_human", "model.block_size=64", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
@@ -27,6 +30,23 @@ def test_time_to_reach_interpolates_the_first_crossing() -> None:
     assert ttq.time_to_reach(curve, 1.85) == pytest.approx(3 + 0.1 / 0.15)  # after the rebound, not at its top
     assert ttq.time_to_reach(curve, 1.79) is None
     assert ttq.time_to_reach([], 2.0) is None
+
+
+def test_reference_split_into_body_and_head_is_the_same_network() -> None:
+    """The task reads the reference's final states and applies its (tied) output layer: the logits are unchanged."""
+    config = GPTConfig(name="t", block_size=32, vocab_size=300, n_layer=2, n_head=2, n_embd=32)
+    torch.manual_seed(0)
+    whole = ReferenceGPT(300, 32, 2, 2, 32)
+    torch.manual_seed(0)
+    split = ttq.ReferenceLM("nanogpt", config)
+    ids = torch.randint(0, 300, (2, 20))
+    out = split(ids, reg_pos=torch.zeros(2, 3, dtype=torch.long))
+    assert out.hidden.shape == (2, 20, 32) and out.value_pred.shape == (2, 3) and not out.value_pred.any()
+    torch.testing.assert_close(split.logits(out.hidden), whole(ids))
+    assert split.head.weight is split.body.wte.weight  # still tied: one parameter, trained once
+    groups = split.param_groups(0.01)
+    assert sum(len(g["params"]) for g in groups) == len(list(split.parameters()))
+    assert all(p.dim() < 2 for p in groups[1]["params"]) and groups[1]["weight_decay"] == 0.0
 
 
 def test_quick_path_trains_both_arms_on_the_same_batches(tmp_path: Path, cache_dir: Path) -> None:
