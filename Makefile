@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install train test test-fast bench lint clean
+.PHONY: install train test test-fast bench gpu-check lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test-fast: install  ## the default suite: about 3 minutes on 2 cores
 bench: install  ## the benchmark suite: one table + outputs/bench/results.json (about 5 minutes on 2 CPU cores)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[bench]"
 	$(PY) -m bench $(ARGS)
+
+gpu-check: install  ## the one script for a lent GPU (8 minutes on an H100/H200): outputs/gpu_check/results.{json,md}; CPU: short
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[bench]"
+	$(PY) -m bench.gpu_check $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -5,13 +5,17 @@ Timings are never asserted (the hosts are shared); these tests run the benchmark
 
 from __future__ import annotations
 
+import json
 import math
+import time
+from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize
 
-from bench import train_step
-from bench.common import Row, format_table, interleaved_seconds
+from bench import gpu_check, train_step
+from bench.common import Row, device_kwargs, format_table, interleaved_seconds, markdown_table
 from dnagpt.model import DNAGPT, GPTConfig
 
 
@@ -57,9 +61,110 @@ def test_models_compared_have_equal_shape_and_start_at_chance(monkeypatch: pytes
 def test_train_step_suite_runs_and_reports_every_row(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(train_step, "T", 32)
     monkeypatch.setitem(train_step.SHAPES, "micro", (1, 2, 32, 500, 2))
-    monkeypatch.setattr(train_step, "matmul_peak", lambda dtype, n=64, repeats=1: 1e9)
+    monkeypatch.setattr(train_step, "matmul_peak", lambda dtype, device="cpu", n=64, repeats=1: 1e9)
     rows = train_step.run(["micro"], rounds=1, steps=1, memory=False)  # spawned children do not see the patch
     names = {(r.section, r.name, r.baseline) for r in rows}
     assert ("train step", "micro bf16 ours", "micro fp32 ours") in names
     assert ("MFU", "micro bf16 ours", "matmul peak bf16") in names
     assert all(r.value > 0 and (r.baseline_value is None or r.baseline_value > 0) for r in rows)
+
+
+def test_markdown_table_has_every_row_and_verdict() -> None:
+    rows = [Row("MFU", "0.1b bf16 ours", 300.0, "GFLOP/s", "matmul peak bf16", 800.0, target=0.45, note="a | b"),
+            Row("train step", "tiny bf16 ours", 9000.0, "tokens/s")]  # fmt: skip
+    table = markdown_table(rows)
+    assert table.splitlines()[0] == "| section | figure | value | unit | baseline | baseline value | ratio | target |"
+    assert "| MFU | 0.1b bf16 ours | 300 | GFLOP/s | matmul peak bf16 | 800 | 0.38x | >= 0.45x **missed** |" in table
+    assert "| train step | tiny bf16 ours | 9,000 | tokens/s |  |  |  |  |" in table
+    assert "- MFU / 0.1b bf16 ours: a | b" in table
+
+
+def test_device_kwargs_never_labels_a_cpu_figure_gpu() -> None:
+    def on_device(n: int, device: str = "cpu") -> None: ...
+
+    def cpu_only(n: int) -> None: ...
+
+    assert device_kwargs(on_device, "cuda") == {"device": "cuda"} and device_kwargs(cpu_only, "cpu") == {}
+    with pytest.raises(TypeError, match="cpu_only takes no device"):
+        device_kwargs(cpu_only, "cuda:0")
+
+
+def test_gpu_check_records_failed_skipped_and_overrunning_sections_and_goes_on(tmp_path: Path) -> None:
+    """One bad section must not cost the others their minutes of GPU: each outcome is recorded, the run goes on."""
+
+    def fine(check, budget_s, details):
+        details["budget_s"] = budget_s
+        return [Row("s", "fine", 2.0, "x/s", "base", 1.0, target=1.5)]
+
+    def broken(check, budget_s, details):
+        raise ValueError("bad shape")
+
+    def refuses(check, budget_s, details):
+        raise SystemExit("cached and uncached differ")
+
+    def needs_gpu(check, budget_s, details):
+        raise gpu_check.Skip("needs CUDA")
+
+    def endless(check, budget_s, details):
+        time.sleep(60)
+        return [Row("s", "never", 1.0, "x/s")]
+
+    sections = {"fine": (1.0, fine), "broken": (1.0, broken), "refuses": (1.0, refuses), "endless": (1.0, endless),
+                "needs_gpu": (1.0, needs_gpu), "after": (1.0, fine)}  # fmt: skip
+    check = gpu_check.Check("cpu", short=False, out=tmp_path)
+    rows, results = gpu_check.run_sections(check, sections, budget_s=12.0)
+    by_name = {r.name: r for r in results}
+    assert [r.status for r in results] == ["ok", "failed", "failed", "timeout", "skipped", "ok"]
+    assert by_name["broken"].note == "ValueError: bad shape" and "cached and uncached differ" in by_name["refuses"].note
+    assert by_name["endless"].note.startswith("stopped at its budget") and by_name["needs_gpu"].note == "needs CUDA"
+    assert by_name["endless"].seconds < 30 and by_name["after"].budget_s > 0  # cut at its share; time left to the next
+    assert [r.name for r in rows] == ["fine", "fine"]
+
+    info = {"device": "cpu", "short": False, "budget_s": 12.0, "machine": gpu_check.machine(), "started": "now",
+            "total_seconds": 3.0}  # fmt: skip
+    gpu_check.write_results(check, rows, results, info)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [s["status"] for s in saved["sections"]] == [r.status for r in results] and len(saved["rows"]) == 2
+    md = (tmp_path / "results.md").read_text()
+    assert "| broken | failed |" in md and "| needs_gpu | skipped |" in md and "ValueError: bad shape" in md
+    assert "| s | fine | 2 | x/s | base | 1 | 2.00x | >= 1.5x ok |" in md
+
+
+def test_gpu_check_pretrain_overrides_compose_the_gpu_run(tmp_path: Path) -> None:
+    """The 3-minute 0.1B run is only ever launched on a GPU: its overrides are composed here, on CPU, by real Hydra."""
+    check = gpu_check.Check("cuda", short=False, out=tmp_path, step_tokens_per_s={"0.1b bf16": 400_000.0})
+    preset, overrides = gpu_check.pretrain_overrides(check, tmp_path / "pretrain", budget_s=240)
+    with initialize(version_base="1.3", config_path="../dnagpt/conf"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    steps = int(0.8 * 400_000 * 180 / (32 * 512))  # the bare step's speed x max_time, derated for the data pipeline
+    assert preset == cfg.model.name == "dnagpt_0.1b_m" and cfg.trainer.accelerator == "gpu"
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.max_time == "00:00:03:00"
+    assert cfg.trainer.max_steps == steps and cfg.trainer.val_check_interval == steps // 8 and cfg.data.batch_size == 32
+    assert not cfg.trainer.enable_checkpointing and not {"model_checkpoint", "preemption"} & set(cfg.callbacks)
+    assert cfg.callbacks.fit_clock.path == str(tmp_path / "pretrain" / "fit_clock.json") and cfg.corpus.name == "bundled"
+    assert cfg.hydra.run.dir == str(tmp_path / "pretrain") and cfg.test is False
+
+
+@pytest.mark.slow
+def test_gpu_check_short_cpu_run_writes_every_section(tmp_path: Path, cache_dir: Path) -> None:
+    """``python -m bench.gpu_check --device cpu``: the script CI keeps working (about a minute on 2 cores, slow)."""
+    out = tmp_path / "gpu_check"
+    gpu_check.main(["--device", "cpu", "--out", str(out), "--cache-dir", str(cache_dir)])
+    saved = json.loads((out / "results.json").read_text())
+    status = {s["name"]: s for s in saved["sections"]}
+    assert saved["device"] == "cpu" and saved["short"] is True and list(status) == list(gpu_check.SECTIONS)
+    assert {n: s["status"] for n, s in status.items()} == {"train_step": "ok", "fsdp": "skipped", "compile": "skipped",
+                                                           "generate": "ok", "pretrain": "ok"}  # fmt: skip
+    assert status["fsdp"]["note"].startswith("FSDP needs CUDA")
+    names = {(r["section"], r["name"]) for r in saved["rows"]}
+    assert {("MFU", "tiny bf16 ours"), ("train step", "tiny bf16 ours"), ("pretrain", "tiny Trainer.fit, bundled corpus"),
+            ("MFU", "tiny pre-training run (Trainer.fit)")} <= names  # fmt: skip
+    assert any(section == "generation" for section, _ in names)
+    assert all(r["value"] > 0 for r in saved["rows"])
+    clock = status["pretrain"]["details"]["clock"]
+    assert clock["steps"] == 3 and clock["tokens"] > 0  # the real train.py ran its steps, timed from inside fit
+    assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "results.md").read_text()
+    assert "| fsdp | skipped |" in md and "| pretrain | ok |" in md and "FSDP needs CUDA" in md
+    assert "| pretrain | tiny Trainer.fit, bundled corpus |" in md and "![pre-training loss curve](loss_curve.png)" in md
+    assert "`python train.py model=tiny trainer=cpu" in md and "missed" not in md  # short mode judges no target
