@@ -40,7 +40,7 @@ logging.basicConfig(level=logging.INFO, format="%(message)s")
 fasta._PIECE = int(sys.argv[3])
 print(fasta.build_cache(sys.argv[1], sys.argv[2], KmerTokenizer()))
 """
-SLOW_PIECE = 16  # bytes per step: a few seconds for the test genome
+SLOW_PIECE = 16  # bytes per step: the test genome then takes long enough to kill its writer half way
 
 
 @pytest.fixture(scope="module")
