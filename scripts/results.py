@@ -76,7 +76,8 @@ class Run:
 
     @property
     def done(self) -> bool:
-        return (self.out / "metrics.json").is_file()
+        """Finished: a ``metrics.json`` that is not a preemption's (that one marks a run to resume)."""
+        return (self.out / "metrics.json").is_file() and "preempted_at_step" not in self.metrics()
 
     def metrics(self) -> dict[str, float]:
         return json.loads((self.out / "metrics.json").read_text())

@@ -32,6 +32,18 @@ def test_the_table_replaces_only_what_lies_between_the_markers(tmp_path: Path) -
         results.write_table(doc, ["x"])
 
 
+def test_a_preempted_run_is_resumed_not_taken_as_done(tmp_path: Path) -> None:
+    run = results.Run("train.py", ["experiment=finetune_gsr_cpu", "init_from=pre.ckpt"], tmp_path)
+    assert not run.done and "init_from=pre.ckpt" in run.command()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (tmp_path / "metrics.json").write_text('{"preempted_at_step": 31.0, "train/loss": 5.3}')
+    assert not run.done
+    assert "ckpt_path=auto" in run.command() and "init_from=pre.ckpt" not in run.command()
+    (tmp_path / "metrics.json").write_text('{"val/auroc": 0.8}')
+    assert run.done
+
+
 @pytest.mark.slow
 def test_results_script_smoke(tmp_path: Path) -> None:
     doc = tmp_path / "results.md"
