@@ -1,15 +1,18 @@
-"""KV cache and sampling: cached == uncached, sampling controls, constraints, stop tokens, errors."""
+"""KV cache and sampling: cached == uncached, the lean decode step, bf16 decoding, sampling controls, constraints, stop
+tokens, errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from dnagpt.data.fasta import iter_records
 from dnagpt.model import DNAGPT, GPTConfig, KVCache, generate
-from dnagpt.model.generate import _sample
-from dnagpt.model.kv_cache import cache_step
+from dnagpt.model.generate import PackedLinear, _packs, _sample, decoding_model
+from dnagpt.model.kv_cache import cache_step, decode_mask
 from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.errors import InputError
+from dnagpt.utils.resolvers import resource_path
 
 TOK = KmerTokenizer()
 M, P, R, PLUS, EQ = TOK.number_id, TOK.pad_id, TOK.token_id("<R>"), TOK.plus_id, TOK.eq_id
@@ -102,6 +105,88 @@ def test_cache_errors() -> None:
         model(ids, input_pos=7)
 
 
+def test_decode_step_matches_full_forward_with_ragged_prompts() -> None:
+    """Decode steps write every row at one slot after the longest prompt (its position rides in the embedding); the
+    fixed mask hides the shorter prompt's unwritten tail. The states equal a full forward's."""
+    model = tiny()
+    prompt = numeric_prompt()
+    ids, numbers = prompt["input_ids"], {k: v for k, v in prompt.items() if k != "input_ids"}
+    length = ids.size(1) + numbers["value_mask"].sum(1)  # (B,) expanded prompt lengths: 10 and 8
+    width, n = int(length.max()), 6
+    new = torch.randint(34, V, (2, n), generator=torch.Generator().manual_seed(5))
+    mask = decode_mask(length, width + n)
+    assert mask is not None and mask.shape == (2, 1, 1, width + n)
+    assert mask[0].all() and mask[1, 0, 0, 8:width].sum() == 0 and mask[1, 0, 0, width:].all()
+    assert decode_mask(torch.tensor([7, 7]), 12) is None  # equal prompts: attention runs without a mask
+    model.set_kv_cache(2, width + n)
+    with torch.no_grad():
+        model(ids, **numbers, input_pos=0)
+        steps = [model.logits(model.decode_step(new[:, s], length + s, width + s, mask)) for s in range(n)]
+        model.clear_kv_cache()
+        full = model(torch.cat([ids, new], dim=1), **numbers).logits[:, ids.size(1) :]
+    torch.testing.assert_close(torch.stack(steps, dim=1), full, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="decode_step needs a KV cache"):
+        model.decode_step(new[:, 0], length, width)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decoding_model_casts_once_and_leaves_the_model_alone(dtype: torch.dtype) -> None:
+    model = tiny()
+    twin = decoding_model(model, dtype, rows=4)
+    assert {p.dtype for p in twin.parameters()} == {dtype}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())
+    shared = twin.transformer.h[0].mlp.c_fc.weight is model.transformer.h[0].mlp.c_fc.weight
+    assert shared == (dtype == torch.float32)  # fp32 decoding copies no weight
+    packed = {name for name, m in twin.named_modules() if isinstance(m, PackedLinear)}
+    if _packs(torch.device("cpu"), dtype):  # oneDNN on this CPU: the head always, the blocks' matmuls in bf16
+        assert "token_head.3" in packed and ("transformer.h.0.attn.c_attn" in packed) == (dtype == torch.bfloat16)
+    hidden = torch.randn(4, 32)
+    tol = {"rtol": 0, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 0.02, "atol": 0.02 * 0.3}
+    torch.testing.assert_close(twin.logits(hidden.to(dtype)).float(), model.logits(hidden), **tol)
+    ids = torch.tensor([5, 900, 35])
+    torch.testing.assert_close(twin.logits_at(hidden.to(dtype), ids).float(), model.logits_at(hidden, ids), **tol)
+
+
+@pytest.fixture(scope="module")
+def reciter() -> tuple[DNAGPT, torch.Tensor]:
+    """A tiny model trained to recite 24 tokens of the shipped human excerpt: greedy margins of nats, where a random
+    model's logits are near-ties that any rounding flips (a random tiny model: top-2 gaps of 0.001-0.01 against bf16
+    errors of 0.003-0.1)."""
+    _, seq = next(iter_records(resource_path("bundled/human.fa.gz")))
+    ids = torch.tensor([[R, *TOK.encode_dna(seq[100_000 : 100_000 + 6 * 24]).tolist()]])
+    model = tiny().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-2)
+    for _ in range(30):
+        loss = model.token_loss(model(ids[:, :-1], compute_logits=False).hidden[0], ids[0, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), ids
+
+
+def test_bf16_decoding_gives_fp32_greedy_tokens_where_margins_allow(reciter: tuple[DNAGPT, torch.Tensor]) -> None:
+    """bf16 keeps 8 significant bits: its logits stay within 2% of the logit range of fp32's (measured 0.4-0.9%), so
+    greedy tokens agree wherever fp32's top-2 margin exceeds twice that error, here at every step."""
+    model, ids = reciter
+    prompt, n = ids[:, :4], ids.size(1) - 4
+    fp32 = generate(model, prompt, n, temperature=0.0)
+    bf16 = generate(model, prompt, n, temperature=0.0, dtype=torch.bfloat16)
+    assert torch.equal(fp32, ids)  # it recites: the margins are real
+    twin = decoding_model(model, torch.bfloat16, rows=1)  # bf16 logits along the fp32 tokens, through the decode path
+    twin.set_kv_cache(1, ids.size(1))
+    with torch.no_grad():
+        hidden = [twin(prompt, input_pos=0, compute_logits=False).hidden[:, -1]]
+        hidden += [twin.decode_step(ids[:, t], torch.tensor([t]), t) for t in range(4, ids.size(1) - 1)]
+        low = twin.logits(torch.stack(hidden, dim=1)).float()
+        full = model(ids[:, :-1]).logits[:, 3:]
+    err = (low - full).abs().max()
+    assert err <= 0.02 * full.abs().max()
+    top2 = full.topk(2, dim=-1).values
+    assert (top2[..., 0] - top2[..., 1]).min() > 2 * err
+    assert torch.equal(bf16, fp32)
+
+
 # ------------------------------------------------------------------------------------- generation
 
 
@@ -145,8 +230,8 @@ def test_sample_respects_top_k_top_p_and_temperature() -> None:
     assert _sample(logits[:2], 0.0, None, None, g).tolist() == [1, 1]
 
 
-@pytest.mark.parametrize("form", ["steps", "rows", "callable"])
-def test_allowed_mask_is_never_violated(form: str) -> None:
+@pytest.mark.parametrize(("form", "dtype"), [("steps", None), ("rows", None), ("callable", None), ("rows", torch.bfloat16)])
+def test_allowed_mask_is_never_violated(form: str, dtype: torch.dtype | None) -> None:
     model = tiny()
     n, B = 6, 8
     g = torch.Generator().manual_seed(2)
@@ -161,7 +246,7 @@ def test_allowed_mask_is_never_violated(form: str) -> None:
     allowed = {"steps": table[0], "rows": table, "callable": rule}[form]
     prompt = torch.tensor([[R, 4000]]).repeat(B, 1)
     for seed in range(5):
-        out = generate(model, prompt, n, allowed=allowed, generator=torch.Generator().manual_seed(seed))
+        out = generate(model, prompt, n, allowed=allowed, generator=torch.Generator().manual_seed(seed), dtype=dtype)
         new = out[:, 2:]
         rows = table[0].expand(B, n, V) if form == "steps" else table
         assert rows.gather(2, new[..., None]).all()
@@ -230,6 +315,7 @@ def test_generate_restores_mode_and_handles_zero_tokens() -> None:
         ),
         ({"allowed": lambda s, g: torch.ones(V)}, ValueError, r"returned \(19564,\) torch.float32; expected"),
         ({"allowed": torch.zeros(4, V, dtype=torch.bool)}, ValueError, "permits no token for row 0 at step 0"),
+        ({"dtype": torch.int64}, ValueError, "dtype must be a floating-point dtype"),
     ],
 )
 def test_generate_errors(kwargs: dict, error: type, message: str) -> None:

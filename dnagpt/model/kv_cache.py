@@ -9,6 +9,11 @@ Design decisions:
   written is never attended to: the mask lets each query see exactly the slots up to its own position.
 - a call may hold several tokens (the prompt, or a continuation chunk); its slots and mask are computed once per call
   (:func:`cache_step`) and shared by every layer.
+- generation's decode steps (``DNAGPT.decode_step``) take a leaner convention: after the prompts (slots = expanded
+  positions, as above), step s of every row writes slot ``width + s``, ``width`` being the longest expanded prompt;
+  the row's position is carried by its embedding, and attention does not depend on the order of the keys. So a step
+  writes one slice (:meth:`KVCache.append`), builds no indices, and the only mask is a fixed one hiding a shorter
+  prompt's unwritten tail (:func:`decode_mask`; none when the prompts have equal expanded lengths).
 - the cache is plain state, not a module: ``model.to()`` does not move it and it never enters a state dict or a
   checkpoint. Keys and values are cast to the cache's dtype on write and back to the activations' dtype on read, so
   a cache in the weights' dtype works under autocast.
@@ -53,6 +58,13 @@ class KVCache:
         self.v[step.rows, :, step.slots] = v[step.rows, :, step.items].to(self.v.dtype)
         return self.k[:, :, : step.kv_len].to(k.dtype), self.v[:, :, : step.kv_len].to(v.dtype)
 
+    def append(self, k: Tensor, v: Tensor, slot: int) -> tuple[Tensor, Tensor]:
+        """Write one decode step's (B, nh, hs) keys/values at ``slot`` for every row; return the prefix up to it,
+        (B, nh, slot + 1, hs) views (no copy when the cache has the activations' dtype)."""
+        self.k[:, :, slot] = k
+        self.v[:, :, slot] = v
+        return self.k[:, :, : slot + 1].to(k.dtype), self.v[:, :, : slot + 1].to(v.dtype)
+
 
 def cache_step(
     caches: list[KVCache] | None, length: Tensor, width: int, input_pos: int | Tensor, block_size: int
@@ -80,3 +92,14 @@ def cache_step(
     mask = torch.arange(kv_len, device=device) <= q_pos[..., None]  # (B, L, kv_len)
     positions = q_pos.clamp(max=block_size - 1)
     return CacheStep(rows, items, q_pos[rows, items], mask.unsqueeze(1), kv_len, positions)
+
+
+def decode_mask(length: Tensor, cache_len: int) -> Tensor | None:
+    """The (B, 1, 1, cache_len) slots each row may see during decode steps, whose prompts have expanded ``length``
+    (B,): its own prompt ``[0, length)`` and the decode slots from ``max(length)`` on. None when the lengths are equal
+    (every written slot is visible), so the common case runs attention without a mask."""
+    width = int(length.max())
+    if int(length.min()) == width:
+        return None
+    slots = torch.arange(cache_len, device=length.device)
+    return ((slots < length[:, None]) | (slots >= width))[:, None, None, :]
