@@ -55,6 +55,7 @@ from bench.common import Row, format_table, write_json
 from bench.reference_gpt import ReferenceGPT
 from dnagpt.commands import compose_config
 from dnagpt.model.config import GPTConfig
+from dnagpt.model.kmer_init import compose_kmer_rows
 from dnagpt.pipeline import build_parts, build_task
 from dnagpt.tasks.pretrain import PretrainTask
 from dnagpt.tasks.yardsticks import MarkovYardstick
@@ -310,6 +311,9 @@ def build_arms(cfg: DictConfig, reference: str, tokenizer, model_cfg: GPTConfig)
     theirs = build_task(cfg, tokenizer, model_cfg)
     L.seed_everything(cfg.seed)  # the reference is initialised from the same seed as ours
     theirs.model = ReferenceLM(reference, model_cfg)
+    # the recipe's k-mer initialisation (task.kmer_init), as the task gives it to ours: here one matrix, embedding and
+    # output layer being tied
+    compose_kmer_rows(theirs.model.head.weight, tokenizer, float(cfg.task.get("kmer_init", 0.0)))
     return [Arm("ours", ours, **kwargs), Arm(REFERENCES[reference], theirs, **kwargs)]
 
 

@@ -6,6 +6,7 @@ Timings are never asserted (the hosts are shared); the run uses the bundled huma
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from bench import time_to_quality as ttq
 from bench.reference_gpt import ReferenceGPT
 from dnagpt.model.config import GPTConfig
+from dnagpt.pipeline import build_parts
 
 # the quick recipe shrunk to seconds: a 1-layer model on 64 positions, 2 sentences a batch, 2 held-out windows
 TOY = ["corpus=bundled_human", "model.block_size=64", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
@@ -47,6 +49,21 @@ def test_reference_split_into_body_and_head_is_the_same_network() -> None:
     groups = split.param_groups(0.01)
     assert sum(len(g["params"]) for g in groups) == len(list(split.parameters()))
     assert all(p.dim() < 2 for p in groups[1]["params"]) and groups[1]["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_both_arms_start_from_the_recipe_kmer_init(share: float) -> None:
+    """``task.kmer_init`` shapes the k-mer rows of the reference's (tied) embedding as it does ours: rows of 6-mers that
+    differ only in the last base start correlated, and only when the recipe asks for it."""
+    cfg = ttq.compose_recipe(True, None, None, 10, [*TOY, f"task.kmer_init={share}"])
+    tokenizer, _, model_cfg = build_parts(cfg)
+    ours, ref = ttq.build_arms(cfg, "nanogpt", tokenizer, model_cfg)
+    fives = ["".join(p) for p in itertools.product("ACGT", repeat=5)]
+    pairs = torch.tensor([[tokenizer.token_id(f + "A"), tokenizer.token_id(f + "C")] for f in fives])
+    for rows in (ours.task.model.transformer.wte.weight, ref.task.model.body.wte.weight):
+        a, b = rows.detach()[pairs[:, 0]], rows.detach()[pairs[:, 1]]
+        corr = float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean())
+        assert (corr > 0.25) if share else (abs(corr) < 0.05), corr
 
 
 def test_quick_path_trains_both_arms_on_the_same_batches(tmp_path: Path, cache_dir: Path) -> None:
