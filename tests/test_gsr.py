@@ -278,26 +278,6 @@ def test_task_loss_is_answer_token_cross_entropy_and_metrics_accumulate() -> Non
         task.shared_step(batch | {"label": batch["label"] + 1}, "val")
 
 
-def test_neutral_answer_starts_a_fine_tune_at_one_half_and_scoring_keeps_the_head(tmp_path: Path) -> None:
-    source = tiny_task()
-    with torch.no_grad():  # a pre-training whose two answer rows differ, as the order task leaves them
-        source.model.token_head[-1].weight[TOK.false_id] += torch.randn(32)
-    save_pretrained(source.model, tmp_path / "pre", TOK.to_dict())
-    t = read_gsr_tsv(PAS, "pas").take(np.arange(8))
-    ds = GSRDataset(t, TOK, sorted(set(t.motif)))
-    batch = {k: torch.stack([ds[i][k] for i in range(8)]) for k in ds[0]}
-    cfg = source.model.config.to_dict()
-    plain, neutral, scored = (GSRTask(cfg, TOK.to_dict(), neutral_answer=n) for n in (False, True, True))
-    plain.load_weights(tmp_path / "pre")
-    neutral.load_weights(tmp_path / "pre")
-    scored.load_weights(tmp_path / "pre", key="ckpt_path")  # evaluating a checkpoint answers with its own head
-    assert (plain.score(plain.answer_logits(batch)) - 0.5).abs().min() > 0.01
-    torch.testing.assert_close(neutral.score(neutral.answer_logits(batch)), torch.full((8,), 0.5))
-    torch.testing.assert_close(scored.score(scored.answer_logits(batch)), plain.score(plain.answer_logits(batch)))
-    other = [TOK.token_id("ACGTAC"), TOK.eq_id]  # every other row is the pre-training's
-    torch.testing.assert_close(neutral.model.token_head[-1].weight[other], source.model.token_head[-1].weight[other])
-
-
 def test_group_index_covers_species_and_motifs() -> None:
     g = group_index(np.array(["pas"] * 3), np.array(["human", "mouse", "human"]), np.array(["A", "A", "B"]))
     assert {k: v.tolist() for k, v in g.items()} == {

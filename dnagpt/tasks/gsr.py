@@ -8,14 +8,8 @@ p(true) = softmax over the two logits [false_id, true_id]. Logits are computed a
 With ``data.phases=6`` a validation or test row holds its window's six phases: each is scored, ``score`` averages the
 six p(true), so metrics stay one row per window; the loss is the CE of every phase (what training minimises per row).
 
-``neutral_answer=true`` gives the ``true_id`` and ``false_id`` rows of the token head's output layer their mean when
-``init_from`` loads a pre-training: that checkpoint answers the order task with the very same two ids (``N`` =
-reversed), so without it fine-tuning starts from confident answers to another question.
-
 Per-species and per-motif figures, with the k-mer baseline beside them, come from ``dnagpt.eval.gsr``.
 """
-
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +17,6 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score, BinaryMatthewsCorrCoef
 
-from dnagpt.checkpointing import Checkpoint
 from dnagpt.data.batching import mean_over_phases
 from dnagpt.data.gsr import GSRDataModule
 from dnagpt.inference.prompts import GSRInput
@@ -43,29 +36,12 @@ class GSRTask(DNAGPTTask):
     PREDICTION_INPUT = GSRInput
     LOGGED_METRICS = frozenset({"train/loss", "train/acc", "val/auroc_best"}) | held_out("loss", "acc", "f1", "mcc", "auroc")
 
-    def __init__(
-        self, *args, monitor: str = "val/auroc", mode: str = "max", neutral_answer: bool = False, **kwargs
-    ) -> None:
+    def __init__(self, *args, monitor: str = "val/auroc", mode: str = "max", **kwargs) -> None:
         super().__init__(*args, monitor=monitor, mode=mode, **kwargs)
-        self.neutral_answer = neutral_answer
         self.metrics = nn.ModuleDict({s: binary_metrics() for s in EVAL_SPLITS})
         self.train_acc = BinaryAccuracy()
         self.loss_mean = nn.ModuleDict({s: MeanMetric() for s in EVAL_SPLITS})
         self.val_auroc_best = MaxMetric()
-
-    def load_weights(self, source: str | Path | Checkpoint, key: str = "init_from") -> None:
-        super().load_weights(source, key)
-        if self.neutral_answer and key == "init_from":
-            self.neutralise_answer()
-
-    @torch.no_grad()
-    def neutralise_answer(self) -> None:
-        """Equal output rows (and biases) for the two answer ids: p(true) = 0.5 on every window, whatever the network."""
-        out = self.model.token_head[-1]
-        ids = [self.tokenizer.false_id, self.tokenizer.true_id]
-        out.weight[ids] = out.weight[ids].mean(0)
-        if out.bias is not None:
-            out.bias[ids] = out.bias[ids].mean()
 
     def answer_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, V) token-head logits at each row's ``<=>`` position; (B, P, V) when each row holds P phases (input_ids
