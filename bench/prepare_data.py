@@ -286,8 +286,8 @@ def _concurrency_rows(plain: Path, tmp: Path, size: int, built: dict) -> list[Ro
             f"{shared['waited']} waited for it. Wall: {shared['seconds']:.1f} s, 4 caches {separate['seconds']:.1f} s, "
             f"one process alone {alone:.1f} s (with process start-up; a nice'd process's share of a loaded host grows "
             "with the number of processes, so the wall comparison flatters the 4 separate ones)"),
-        Row("prepare", "writer SIGKILLed half way, rebuilt", size / 1e6 / killed["seconds"], "MB/s", "a build",
-            size / 1e6 / built["seconds"],
+        Row("prepare", "writer SIGKILLed half way, rebuilt", size / 1e6 / killed["cpu"], "MB/cpu-s", "a build",
+            size / 1e6 / built["cpu"],
             note=f"cache visible after the kill: {killed['visible_after_kill']}; half-written folders "
             f"{killed['half_written']} -> {killed['left_after_rebuild']} after the next call"),
     ]  # fmt: skip
