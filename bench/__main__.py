@@ -4,8 +4,12 @@
 
 Sections: ``train_step`` (matmul peak; ours vs HF GPT-2 vs a nanoGPT-style reference at the tiny and 0.1B shapes, fp32
 and bf16; MFU), ``framework`` (Trainer.fit vs a raw loop), ``generate`` (KV cache vs none vs HF ``generate``; batched
-haplotypes), ``tokenizer``, ``data`` (pipeline vs training consumption, peak RSS). About 5 minutes on 2 CPU cores;
-``--quick`` (tiny shape, fewer tokens) about 3. ``make bench`` installs the bench-only baseline (``transformers``) first.
+haplotypes), ``tokenizer``, ``data`` (pipeline vs training consumption, peak RSS), ``prepare`` (genome cache encoding
+of a generated FASTA vs a read-through of it; bytes per base, RSS, concurrent writers, a killed writer),
+``time_to_quality`` (minutes to a held-out bits-per-base level, ours vs the reference blocks on the same batches of
+the bundled corpus; the CPU recipe on its own corpus is ``python -m bench.time_to_quality --corpus-root ...``). About
+20 minutes on 2 idle CPU cores (the 1 GB FASTA of ``prepare`` is most of it); ``--quick`` (tiny shape, fewer tokens,
+a 96 Mb FASTA) about 8. ``make bench`` installs the bench-only baseline (``transformers``) first.
 ``--device cuda`` runs the model sections (train_step with its matmul peak, framework, generate) on the GPU, timed with
 CUDA events; tokenizer and data measure the host's pipeline and stay on the CPU. ``make gpu-check`` (``bench.gpu_check``)
 is the one script for a GPU lent for a few minutes.
@@ -19,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from bench import dataloader, generate, lightning_overhead, tokenizer, train_step
+from bench import dataloader, generate, lightning_overhead, prepare_data, time_to_quality, tokenizer, train_step
 from bench.common import Row, device_kwargs, report
 
-SECTIONS = ("train_step", "framework", "generate", "tokenizer", "data")
+SECTIONS = ("train_step", "framework", "generate", "tokenizer", "data", "prepare", "time_to_quality")
 
 
 def run_section(name: str, quick: bool, device: str = "cpu") -> list[Row]:
@@ -33,6 +37,10 @@ def run_section(name: str, quick: bool, device: str = "cpu") -> list[Row]:
     if name == "generate":
         return generate.run(new_tokens=256 if quick else 1024, batch=4, haplotypes=512 if quick else 5008,
                             **device_kwargs(generate.run, device))  # fmt: skip
+    if name == "prepare":
+        return prepare_data.run(quick)
+    if name == "time_to_quality":
+        return time_to_quality.run(quick=True)  # the recipe's own corpus is not shipped
     if name == "tokenizer":
         return tokenizer.rows(tokenizer.run(tokenizer.DEFAULT_FASTA, 3.0 if quick else 12.0, repeats=3))
     args = argparse.Namespace(batches=20 if quick else 40, batch_size=8, block_size=512, workers=[0, 2], steps=3,
