@@ -1,8 +1,10 @@
 """Attention maps of GSR windows: coordinates, layer/head selection, averaging by label, the files written.
 
-Also what every plotting module of ours owes its importer: no matplotlib backend chosen for it.
+Also what every plotting module of ours owes its importer: no matplotlib backend chosen for it; and the attention
+kernels behind the maps (``dnagpt.model.kernels``): the explicit one equals SDPA, and which one runs where.
 """
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +13,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dnagpt.data.gsr import GSRDataset
 from dnagpt.data.gsr_table import read_gsr_tsv
 from dnagpt.eval.attention import AttentionMaps, reduce_attention, token_edges
+from dnagpt.model import kernels
 from dnagpt.model.config import GPTConfig
 from dnagpt.tasks.gsr import GSRTask
 from dnagpt.tokenizer import KmerTokenizer
@@ -84,3 +88,72 @@ def test_importing_the_plotting_modules_keeps_the_programs_backend() -> None:
     code = f"import matplotlib; matplotlib.use('svg'); import {modules}; print(matplotlib.get_backend())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.strip() == "svg"
+
+
+def _qkv(dtype: torch.dtype, B: int = 2, nh: int = 3, L: int = 37, hs: int = 16) -> list[torch.Tensor]:
+    """Queries, keys, values in the (B, nh, L, hs) layout the model makes: views into one (B, L, 3 nh hs) tensor."""
+    x = torch.randn(B, L, 3, nh, hs, generator=torch.Generator().manual_seed(0)).to(dtype)
+    return [t.transpose(1, 2) for t in x.unbind(2)]
+
+
+def _attend(fn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+    y = fn(*leaves)
+    y.backward(torch.linspace(-1, 1, y.numel()).view_as(y).to(y.dtype))  # not a sum: checks every weight's gradient
+    return y.detach(), [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("mask_kind", ["causal", "cache"])
+def test_explicit_attention_equals_sdpa_fp32(mask_kind: str) -> None:
+    """Outputs and the gradients of q, k and v; ``cache`` is a per-row (B, 1, L, S) mask as cached decoding makes."""
+    q, k, v = _qkv(torch.float32)
+    L = q.size(-2)
+    mask = None
+    if mask_kind == "cache":
+        mask = (torch.arange(L) <= torch.arange(L)[:, None])[None, None].repeat(2, 1, 1, 1)
+        mask[1, :, :, 30:] = False  # row 1: a shorter prompt, its last slots unwritten
+        mask[1, :, :, 0] = True
+    explicit = _attend(lambda *t: kernels.explicit_attention(*t, mask)[0], q, k, v)
+    sdpa = _attend(lambda *t: F.scaled_dot_product_attention(*t, attn_mask=mask, is_causal=mask is None), q, k, v)
+    torch.testing.assert_close(explicit, sdpa, rtol=1e-5, atol=1e-5)
+    weights = kernels.explicit_attention(q, k, v, mask)[1]
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, L))
+    assert weights.triu(diagonal=1).abs().max() == 0
+
+
+def test_explicit_attention_in_bf16_is_as_close_to_fp32_as_sdpa() -> None:
+    """bf16 against the fp32 result: the explicit kernel's error at most 3x SDPA's, and below 2**-6 of the largest
+    element (bf16 keeps 8 bits; the kernels round at different places)."""
+    ref = _attend(lambda *t: F.scaled_dot_product_attention(*t, is_causal=True), *_qkv(torch.float32))
+    for_each = {}
+    for name, fn in (("explicit", lambda *t: kernels.explicit_attention(*t, None)[0]),
+                     ("sdpa", lambda *t: F.scaled_dot_product_attention(*t, is_causal=True))):  # fmt: skip
+        y, grads = _attend(fn, *_qkv(torch.bfloat16))
+        for_each[name] = [((a.float() - b).abs().max() / b.abs().max()).item() for a, b in
+                          zip([y, *grads], [ref[0], *ref[1]], strict=True)]  # fmt: skip
+    for explicit_err, sdpa_err in zip(for_each["explicit"], for_each["sdpa"], strict=True):
+        assert explicit_err < 2**-6 and explicit_err <= 3 * sdpa_err
+
+
+def test_kernel_choice_follows_dtype_length_and_cpu() -> None:
+    flags = set()
+    if Path("/proc/cpuinfo").exists():  # Linux: the flags the choice must agree with
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+                    .split())  # fmt: skip
+        assert kernels.CPU_MULTIPLIES_BF16 == (
+            torch.backends.cpu.get_cpu_capability().startswith("AVX512") and bool({"amx_tile", "avx512_bf16"} & flags)
+        )
+    q = torch.zeros(1, 1, 8, 4)
+    assert kernels.explicit_attention_is_faster(q.bfloat16()) == kernels.CPU_MULTIPLIES_BF16
+    assert not kernels.explicit_attention_is_faster(q)  # fp32: SDPA everywhere
+    long = torch.zeros(1, 1, kernels.MANUAL_ATTENTION_MAX_LEN + 1, 4, dtype=torch.bfloat16)
+    assert not kernels.explicit_attention_is_faster(long)
+
+
+@pytest.mark.slow  # a fresh interpreter: seconds
+def test_avx2_capability_means_sdpa_in_bf16() -> None:
+    """``ATEN_CPU_CAPABILITY=avx2`` (what an AVX2-only CPU reports): no bf16 matrix instructions, so SDPA."""
+    code = "from dnagpt.model import kernels; print(kernels.CPU_MULTIPLIES_BF16)"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, timeout=300)
+    assert out.stdout.strip() == "False"

@@ -72,3 +72,44 @@ def test_only_the_tensors_that_require_grad_get_one() -> None:
     F.cross_entropy(h @ ref.T, t).backward()
     assert h.grad is None
     torch.testing.assert_close(w.grad, ref.grad)
+
+
+def _exact(h: torch.Tensor, w: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Loss and gradients in float64: the yardstick for both compute dtypes."""
+    return _grads(lambda h, w: F.cross_entropy(h @ w.T, t), h.double(), w.double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_several_chunks_match_float64(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
+    """Values exact in bf16 (multiples of 1/8 and 1/16), so both dtypes see the same logits; what is left is rounding:
+    fp32's in fp32; in bf16 the loss within 2**-8 relative, the gradients within 2**-7 of their largest element."""
+    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", 4 * 37)  # fp32: 4 rows per block, bf16: 8; 30 rows, a remainder
+    g = torch.Generator().manual_seed(1)
+    h = torch.randint(-16, 17, (30, 8), generator=g) / 8
+    w = torch.randint(-16, 17, (37, 8), generator=g) / 16
+    t = torch.randint(0, 37, (30,), generator=g)
+    ref, ref_grads = _exact(h, w, t)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        out, out_grads = _grads(lambda h, w: linear_cross_entropy(h, w, None, t), h, w)
+    bf16 = dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), ref, rtol=2**-8 if bf16 else 1e-6, atol=0)
+    for got, want in zip(out_grads, ref_grads, strict=True):  # bf16 gradients: products rounded, sums cancel
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=(2**-7 if bf16 else 1e-6) * want.abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("row", [[12.0, 0.0], [0.0, 100.0]], ids=["confident", "hopeless"])
+def test_confident_and_hopeless_rows_keep_their_loss(dtype: torch.dtype, row: list[float]) -> None:
+    """40 ids; id 0 has logit 12 for the confident row (p = 1 - 2.4e-4 for its target 0: taken from p itself, 1 - p
+    would round to 0 in bf16), id 1 has logit -100 for the hopeless row (p = e^-100 / 39 for its target 1 underflows
+    even in fp32; the loss is 103.7); every other logit is 0."""
+    w = torch.zeros(40, 2)
+    w[0, 0], w[1, 1] = 1.0, -1.0
+    h, t = torch.tensor([row]), torch.tensor([0 if row[0] else 1])
+    ref, ref_grads = _exact(h, w, t)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        out, out_grads = _grads(lambda h, w: linear_cross_entropy(h, w, None, t), h, w)
+    tol = dict(rtol=1e-5 if dtype == torch.float32 else 2**-8, atol=1e-9)
+    torch.testing.assert_close(out.double(), ref, **tol)
+    for got, want in zip(out_grads, ref_grads, strict=True):
+        torch.testing.assert_close(got.double(), want, **tol)
