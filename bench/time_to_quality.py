@@ -5,12 +5,13 @@ against a reference GPT trained on the same recipe, the same batches, in one pro
         [--interleave 10] [--reference auto|hf-gpt2|nanogpt] [--cache-dir DIR] [--out outputs/bench] [override ...]
 
 Tokens per second can rise while learning gets worse (bigger batches, fewer steps, a stalled schedule); this section
-measures what training is for. Both arms run the pre-training recipe composed by Hydra (``experiment=pretrain_cpu``
-unless ``--quick``; any further ``key=value`` override is passed on): the same ``PretrainTask`` (token + order + GC
-losses), the same fused AdamW on the same parameter groups, the same warm-up + cosine schedule over ``--steps``
-(default the recipe's ``trainer.max_steps``), gradient clipping and bf16 autocast as the trainer config says, the same
-seed, and the very same batches from the real pre-training pipeline (``PretrainDataModule``; drawn once in the main
-process between timed steps, ``data.num_workers=0``, and fed to both arms).
+measures what training is for. Both arms run the pre-training recipe composed by Hydra, ``experiment=pretrain_cpu``
+(``--quick``: on the bundled corpus, batch 8, 32 held-out windows, warm-up 20; any further ``key=value`` override is
+passed on): the same ``PretrainTask`` (token + order + GC losses), the same fused AdamW on the same parameter groups, the
+same warm-up + cosine schedule over ``--steps`` (default the recipe's ``trainer.max_steps``), gradient clipping and
+bf16 autocast as the trainer config says, the same seed and k-mer initialisation (``task.kmer_init``), and the very same
+batches from the real pre-training pipeline (``PretrainDataModule``; drawn once in the main process between timed
+steps, ``data.num_workers=0``, and fed to both arms).
 
 - **ours**: the task's own network (``DNAGPT``: fused chunked head + loss, the attention kernel chosen per dtype).
 - **reference**: the task with its network swapped for the Hugging Face GPT-2 (``--reference hf-gpt2``, as
