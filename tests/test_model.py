@@ -367,17 +367,16 @@ def test_attention_maps_are_causal_distributions_and_match_sdpa() -> None:
 
 
 def test_bf16_cpu_attention_kernel_matches_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In bf16 on CPU the manual kernel runs (the faster one there); it must agree with SDPA's."""
+    """In bf16 on CPUs with bf16 matrix instructions the explicit kernel runs (the faster one there); it must agree with
+    SDPA's. The choice itself is tested in test_attention.py."""
     from dnagpt.model import gpt
 
-    q = torch.zeros(1, 1, 8, 4)
-    assert gpt._manual_is_faster(q.bfloat16()) and not gpt._manual_is_faster(q)
-    assert not gpt._manual_is_faster(torch.zeros(1, 1, gpt.MANUAL_ATTENTION_MAX_LEN + 1, 4, dtype=torch.bfloat16))
     model = tiny()
     _, batch = ragged_batch()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        monkeypatch.setattr(gpt, "explicit_attention_is_faster", lambda q: True)
         manual = model(**batch)
-        monkeypatch.setattr(gpt, "_manual_is_faster", lambda q: False)
+        monkeypatch.setattr(gpt, "explicit_attention_is_faster", lambda q: False)
         sdpa = model(**batch)
     torch.testing.assert_close(manual.hidden, sdpa.hidden, rtol=0, atol=3e-2)
     torch.testing.assert_close(manual.value_pred, sdpa.value_pred, rtol=0, atol=3e-2)

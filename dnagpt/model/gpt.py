@@ -10,13 +10,13 @@ following the released DNAGPT so its checkpoints load strictly:
   live in ``numbers.py``.
 - the untied MLP token head, the regression head and the Numerical Embedding layer live in ``heads.py``; state-dict
   names match the release up to a three-entry rename (``pretrained.py``).
-- SDPA causal attention (``is_causal=True``, no mask buffer); the manual path runs when attention maps are asked for,
-  and in bf16 on CPU where it is the faster kernel (``_manual_is_faster``).
+- SDPA causal attention (``is_causal=True``, no mask buffer); the explicit kernel runs when attention maps are asked
+  for, and in bf16 on CPUs with bf16 matrix instructions, where it is the faster one (``kernels.py``).
 - the token loss goes through a chunked fused head + cross-entropy (``losses.py``): no (N, vocab) logits.
 - ``hidden`` is returned in token coordinates: row ``t`` is the state that predicts token ``t+1`` after all values
   attached to token ``t`` (the standard causal shift, numbers notwithstanding).
 - cached decoding (``set_kv_cache`` + ``input_pos``) keeps a write position per row, so rows holding different
-  numbers of values decode together (``kv_cache.py``).
+  numbers of values decode together (``kv_cache.py``); generation's one-token steps take the leaner ``decode_step``.
 """
 
 from __future__ import annotations
@@ -30,18 +30,11 @@ from torch import Tensor, nn
 
 from dnagpt.model.config import GPTConfig
 from dnagpt.model.heads import NumberEmbedding, RegressionHead, TokenHead
+from dnagpt.model.kernels import explicit_attention, explicit_attention_is_faster
 from dnagpt.model.kv_cache import CacheStep, KVCache, cache_step
 from dnagpt.model.losses import linear_cross_entropy
 from dnagpt.model.numbers import check_inputs, gather_rows, insertion_layout
 from dnagpt.utils.errors import InputError
-
-MANUAL_ATTENTION_MAX_LEN = 2048  # the manual path holds (B, nh, L, S) weights; SDPA never does
-
-
-def _manual_is_faster(q: Tensor) -> bool:
-    """The attention kernel per device and dtype: in bf16 on CPU, explicit matmuls use the bf16 dot-product units while
-    SDPA's CPU kernel does not (measured by ``bench``: 1.3-2x faster forward+backward at T=512); SDPA everywhere else."""
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.size(-2) <= MANUAL_ATTENTION_MAX_LEN
 
 
 class CausalSelfAttention(nn.Module):
@@ -72,8 +65,8 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.update(k, v, step)  # (B, nh, kv_len, hs)
             mask = step.mask
         att = None
-        if need_weights or _manual_is_faster(q):
-            y, weights = self._manual_attention(q, k, v, mask)
+        if need_weights or explicit_attention_is_faster(q):
+            y, weights = explicit_attention(q, k, v, mask, self.attn_dropout)
             att = weights if need_weights else None
         else:
             p = self.dropout if self.training else 0.0
@@ -81,13 +74,15 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, L, D)  # (B, L, D)
         return self.resid_dropout(self.c_proj(y)), att
 
-    def _manual_attention(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Explicit softmax(QK^T)V: exposes the weights; numerically the same as the SDPA path."""
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, nh, L, S)
-        if mask is None:
-            mask = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril()
-        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-        return self.attn_dropout(att) @ v, att
+    def decode(self, x: Tensor, cache: KVCache, slot: int, mask: Tensor | None) -> Tensor:
+        """One new token per row, (B, D) -> (B, D): its key/value go to cache ``slot``, its query attends to slots
+        ``[0, slot]`` where ``mask`` (B, 1, 1, slot + 1) allows (None: all). SDPA even in bf16 on CPU: with a single
+        query it is the faster kernel."""
+        B, D = x.shape
+        q, k, v = self.c_attn(x).view(B, 3, self.n_head, D // self.n_head).unbind(1)  # (B, nh, hs) each
+        k, v = cache.append(k, v, slot)  # (B, nh, slot + 1, hs)
+        y = F.scaled_dot_product_attention(q.unsqueeze(2), k, v, attn_mask=mask)  # (B, nh, 1, hs)
+        return self.c_proj(y.view(B, D))
 
 
 class MLP(nn.Module):
@@ -120,6 +115,11 @@ class Block(nn.Module):
         a, att = self.attn(self.ln_1(x), cache, step, need_weights)
         x = x + a
         return x + self.mlp(self.ln_2(x)), att
+
+    def decode(self, x: Tensor, cache: KVCache, slot: int, mask: Tensor | None) -> Tensor:
+        """:meth:`forward` for one new token per row, (B, D) -> (B, D) (see :meth:`CausalSelfAttention.decode`)."""
+        x = x + self.attn.decode(self.ln_1(x), cache, slot, mask)
+        return x + self.mlp(self.ln_2(x))
 
 
 @dataclass
@@ -232,6 +232,21 @@ class DNAGPT(nn.Module):
 
     def clear_kv_cache(self) -> None:
         self.kv_caches = None
+
+    def decode_step(self, tokens: Tensor, positions: Tensor, slot: int, mask: Tensor | None = None) -> Tensor:
+        """The lean cached step of generation: (B,) ``tokens`` at expanded ``positions`` (B,) -> (B, D) post-``ln_f``
+        states. Every row writes its key/value at the same cache ``slot`` (its position lives in ``wpe``, not in the
+        slot: attention is order-free), so no per-row index bookkeeping is built; ``mask`` (B, 1, 1, >= slot + 1) bool
+        hides the slots a row must not see (a shorter prompt's unwritten tail), None when there are none. No number
+        insertion, no input checks and no dropout (eval only): ``generate`` feeds back the ids it sampled, after a
+        prefill through :meth:`forward` with ``input_pos=0``."""
+        if self.kv_caches is None:
+            raise ValueError("decode_step needs a KV cache: call model.set_kv_cache(batch_size) and prefill first")
+        x = self.transformer.wte(tokens) + self.transformer.wpe(positions)  # (B, D)
+        visible = None if mask is None else mask[..., : slot + 1]
+        for block, cache in zip(self.transformer.h, self.kv_caches, strict=True):
+            x = block.decode(x, cache, slot, visible)
+        return self.transformer.ln_f(x)
 
     def forward(
         self,
