@@ -30,7 +30,7 @@ test: install  ## the whole suite, slow tests included (what CI runs)
 test-fast: install  ## the default suite: about 3 minutes on 2 cores
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
-bench: install  ## the benchmark suite: one table + outputs/bench/results.json (about 5 minutes on 2 CPU cores)
+bench: install  ## the benchmark suite: one table + outputs/bench/results.json (about 20 minutes on 2 CPU cores; ARGS=--quick about 8)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[bench]"
 	$(PY) -m bench $(ARGS)
 
