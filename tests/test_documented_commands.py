@@ -414,8 +414,8 @@ COMMANDS: dict[str, Case] = {
     "python scripts/results.py --data-root /path/to/shared/data": Case(
         needs="network: the chromosomes and the full GSR sets are downloaded, not shipped"
     ),
-    "python scripts/results.py --data-root /path/to/shared/data --scale quick --only pas_human --pretrained "
-    "<pre-training run>/checkpoints/step0000500.ckpt": Case(
+    "python scripts/results.py --data-root /path/to/shared/data --scale quick --only pas_human --seeds 0 1 --pretrained "
+    "<pre-training run>/checkpoints/step0001500.ckpt": Case(
         needs="network: the chromosomes and the full GSR sets are downloaded, not shipped"
     ),
     "python train.py experiment=pretrain_cpu corpus.root=/path/to/shared/data": Case(
