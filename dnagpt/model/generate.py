@@ -220,13 +220,15 @@ def generate(
         if rule is None:
             token = _sample(net.logits(hidden).float(), temperature, top_k, top_p, generator)
         else:
-            rule = rule.to(hidden.device).expand(B, -1)
-            blocked = ~rule.any(dim=-1) & ~finished  # finished rows emit pad_id whatever they sample
+            rule = rule.to(hidden.device)  # (V,) shared by the rows, or (B, V): a shared one is reduced once, not B times
+            blocked = ~rule.any(dim=-1).expand(B) & ~finished  # finished rows emit pad_id whatever they sample
             if blocked.any():
                 raise InputError(f"allowed permits no token for row {int(blocked.nonzero()[0])} at step {step}")
             # the head scores only the ids some row may take: the softmax over them is the masked softmax
-            cols = rule.any(dim=0).nonzero().squeeze(1)
-            logits = net.logits_at(hidden, cols).float().masked_fill(~rule[:, cols], float("-inf"))
+            cols = (rule if rule.dim() == 1 else rule.any(dim=0)).nonzero().squeeze(1)
+            logits = net.logits_at(hidden, cols).float()
+            if rule.dim() == 2:
+                logits = logits.masked_fill(~rule[:, cols], float("-inf"))
             logits = logits.masked_fill(finished[:, None], 0.0)  # finished rows: any finite row samples
             token = cols[_sample(logits, temperature, top_k, top_p, generator)]
         if stop is not None:  # without stop ids no row finishes: no per-step check, no host synchronisation
