@@ -136,24 +136,23 @@ def test_explicit_attention_in_bf16_is_as_close_to_fp32_as_sdpa() -> None:
 
 
 def test_kernel_choice_follows_dtype_length_and_cpu() -> None:
-    flags = set()
     if Path("/proc/cpuinfo").exists():  # Linux: the flags the choice must agree with
         flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
                     .split())  # fmt: skip
-        assert kernels.CPU_MULTIPLIES_BF16 == (
-            torch.backends.cpu.get_cpu_capability().startswith("AVX512") and bool({"amx_tile", "avx512_bf16"} & flags)
-        )
+        avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+        want = "amx" if "amx_tile" in flags else "avx512_bf16" if "avx512_bf16" in flags else None
+        assert kernels.CPU_BF16_MATMUL == (want if avx512 else None)
     q = torch.zeros(1, 1, 8, 4)
-    assert kernels.explicit_attention_is_faster(q.bfloat16()) == kernels.CPU_MULTIPLIES_BF16
+    assert kernels.explicit_attention_is_faster(q.bfloat16()) == (kernels.CPU_BF16_MATMUL == "avx512_bf16")
     assert not kernels.explicit_attention_is_faster(q)  # fp32: SDPA everywhere
     long = torch.zeros(1, 1, kernels.MANUAL_ATTENTION_MAX_LEN + 1, 4, dtype=torch.bfloat16)
     assert not kernels.explicit_attention_is_faster(long)
 
 
 @pytest.mark.slow  # a fresh interpreter: seconds
-def test_avx2_capability_means_sdpa_in_bf16() -> None:
-    """``ATEN_CPU_CAPABILITY=avx2`` (what an AVX2-only CPU reports): no bf16 matrix instructions, so SDPA."""
-    code = "from dnagpt.model import kernels; print(kernels.CPU_MULTIPLIES_BF16)"
+def test_avx2_capability_means_no_bf16_matrix_instructions() -> None:
+    """``ATEN_CPU_CAPABILITY=avx2`` (what an AVX2-only CPU reports): neither AMX nor AVX512-BF16 is used."""
+    code = "from dnagpt.model import kernels; print(kernels.CPU_BF16_MATMUL)"
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, timeout=300)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "None"

@@ -1,17 +1,20 @@
-"""Kernel choices that depend on the CPU, decided at run time from what it multiplies in hardware.
+"""Kernel choices that depend on the CPU, decided at run time from the bf16 matrix instructions it has.
 
 Causal attention has two kernels: SDPA (``F.scaled_dot_product_attention``: flash attention on CUDA, a blocked kernel
-on CPU) and :func:`explicit_attention`, softmax(QK^T)V as two batched matmuls around a softmax. In bf16 on CPU the
-explicit one runs its matmuls in oneDNN, on the AMX tiles where there are some. Measured forward + backward, T 512,
-hs 64, one thread, CPU time (``bench/profile_step.py`` for the step; the numbers in ``docs/performance.md``):
+on CPU that stays in cache) and :func:`explicit_attention`, softmax(QK^T)V as two batched matmuls around a softmax
+that write the (L, S) scores to memory. Measured forward + backward in bf16, T 512, hs 64, B 8 x 4 heads and B 2 x 12
+heads, on a loaded 2-core AMX Xeon (same process, alternated; ``bench/profile_step.py`` profiles the whole step):
 
-- AMX (Xeon, ``amx_bf16``): explicit 1.2-1.3x faster than SDPA in bf16 (70.7 vs 82.8 ms at B 8 x 4 heads, 53.9 vs
-  68.1 at B 2 x 12); SDPA 1.9x faster in fp32.
-- AVX512-BF16 without AMX (oneDNN limited to ``AVX512_CORE_BF16``): a tie in bf16 (106 vs 104, 87 vs 92 ms).
-- AVX2 only (no bf16 dot products): SDPA 1.5x faster in bf16 (708 vs 1,115 ms).
+- AMX (``amx_bf16``), 2 threads: SDPA 1.1-1.3x faster than the explicit kernel with idle threads sleeping, 1.5x with
+  them spinning (torch's default); on one thread a tie. The earlier explicit kernel (``q @ k.T * scale`` +
+  ``masked_fill``) was 1.7x slower than SDPA here, not faster.
+- AVX512-BF16 without AMX: the explicit kernel was measured 1.3-2x faster than SDPA (``docs/performance.md``, first
+  pass); oneDNN limited to ``AVX512_CORE_BF16`` on the AMX machine does not settle it (a tie on one thread).
+- AVX2 only (no bf16 dot products): SDPA 1.5x faster.
+- fp32, everywhere: SDPA 1.9x faster.
 
-So the explicit kernel runs in bf16 on CPUs with bf16 matrix instructions, SDPA everywhere else; the explicit kernel
-also runs wherever the attention weights are asked for.
+So the explicit kernel runs in bf16 on AVX512-BF16 CPUs without AMX, SDPA everywhere else; the explicit kernel also
+runs wherever the attention weights are asked for.
 """
 
 from __future__ import annotations
@@ -25,17 +28,17 @@ from torch import Tensor
 MANUAL_ATTENTION_MAX_LEN = 2048  # the explicit kernel holds (B, nh, L, S) weights; SDPA never does
 
 
-def _cpu_multiplies_bf16() -> bool:
-    """Whether this CPU has bf16 matrix instructions (AMX tiles or AVX512-BF16 dot products) that ATen may use.
-
-    ``ATEN_CPU_CAPABILITY=avx2`` (or lower) counts as no: both instruction sets are AVX512 extensions.
-    """
+def _cpu_bf16_matmul() -> str | None:
+    """This CPU's bf16 matrix instructions that ATen may use: ``"amx"`` (tiles), ``"avx512_bf16"`` (dot products) or
+    None. ``ATEN_CPU_CAPABILITY=avx2`` (or lower) counts as None: both are AVX512-era extensions."""
     if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
-        return False
-    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+        return None
+    if torch.cpu._is_amx_tile_supported():
+        return "amx"
+    return "avx512_bf16" if torch.cpu._is_avx512_bf16_supported() else None
 
 
-CPU_MULTIPLIES_BF16 = _cpu_multiplies_bf16()  # a constant, also to torch.compile
+CPU_BF16_MATMUL = _cpu_bf16_matmul()  # a constant, also to torch.compile
 
 
 def explicit_attention_is_faster(q: Tensor) -> bool:
@@ -44,7 +47,7 @@ def explicit_attention_is_faster(q: Tensor) -> bool:
         q.device.type == "cpu"
         and q.dtype == torch.bfloat16
         and q.size(-2) <= MANUAL_ATTENTION_MAX_LEN
-        and CPU_MULTIPLIES_BF16
+        and CPU_BF16_MATMUL == "avx512_bf16"
     )
 
 
