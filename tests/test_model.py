@@ -367,8 +367,8 @@ def test_attention_maps_are_causal_distributions_and_match_sdpa() -> None:
 
 
 def test_bf16_cpu_attention_kernel_matches_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In bf16 on CPUs with bf16 matrix instructions the explicit kernel runs (the faster one there); it must agree with
-    SDPA's. The choice itself is tested in test_attention.py."""
+    """The explicit attention kernel (bf16 on some CPUs, see kernels.py) must agree with SDPA's; the choice itself is
+    tested in test_attention.py."""
     from dnagpt.model import gpt
 
     model = tiny()
