@@ -7,10 +7,10 @@ The step is the one ``bench.train_step`` times for our model (forward + chunked 
 once to warm up and then once under ``torch.profiler``: the table lists ops by self time with their share of the step
 and the three phases. With oneDNN's verbose mode on for a second step, every oneDNN primitive that ran is grouped by
 kind and implementation: ``brg_matmul:*amx*`` is a matmul on the AMX tiles, anything else in bf16 is a fallback
-(e.g. ``gemm:jit`` or ``ref``). bf16 matmuls that ATen runs without oneDNN (and every fp32 one: MKL) do not appear
-there, only in the op table. A diagnostic, not a benchmark: it has no same-run baseline and is not in ``python -m bench``.
-On a shared host, small ops wait for descheduled worker threads and their shares inflate: ``--threads 1`` attributes
-the time to the work.
+(e.g. ``gemm:jit`` or ``ref``); ``brgemm ukernel`` rows are the blocks of SDPA's flash attention. bf16 matmuls that
+ATen runs without oneDNN (and every fp32 one: MKL) do not appear there, only in the op table. A diagnostic, not a
+benchmark: it has no same-run baseline and is not in ``python -m bench``. On a shared host, small ops wait for
+descheduled worker threads and their shares inflate: ``--threads 1`` attributes the time to the work.
 """
 
 from __future__ import annotations
@@ -98,17 +98,19 @@ class KernelGroup:
 
 
 def parse_onednn(lines: list[str]) -> dict[tuple[str, str, str], KernelGroup]:
-    """Group oneDNN v1 verbose ``exec`` lines by (primitive kind, implementation, source dtype).
+    """Group oneDNN v1 verbose ``exec`` lines by (kind, implementation, source dtype).
 
     Line layout: ``onednn_verbose,v1,primitive,exec,cpu,<kind>,<impl>,<prop>,<memory descs>,<attrs>,<aux>,<problem>,
-    <ms>``; the memory descriptors start with the source's ``src:<dtype>:...``.
+    <ms>``; the memory descriptors start with the source's ``src:<dtype>:...``. ``ukernel`` lines (``brgemm``, no
+    implementation named) are the micro-kernels ATen calls itself, e.g. in SDPA's CPU flash attention.
     """
     groups: dict[tuple[str, str, str], KernelGroup] = defaultdict(KernelGroup)
     for line in lines:
         fields = line.split(",")
-        if len(fields) < 13 or fields[:4] != ["onednn_verbose", "v1", "primitive", "exec"]:
+        if len(fields) < 13 or fields[:2] != ["onednn_verbose", "v1"] or fields[3] != "exec":
             continue
-        kind, impl, mds, problem, ms = fields[5], fields[6], fields[8], fields[11], float(fields[12])
+        kind = fields[5] if fields[2] == "primitive" else f"{fields[5]} {fields[2]}"
+        impl, mds, problem, ms = fields[6] or "-", fields[8], fields[11], float(fields[12])
         src = next((md.split(":")[1] for md in mds.split() if md.startswith("src")), "?")
         g = groups[kind, impl, src]
         g.calls += 1
