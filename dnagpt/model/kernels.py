@@ -8,11 +8,11 @@ the host's load decides, in either direction):
 
 - AMX (``amx_bf16``): the step 1.05-1.06x faster with the explicit kernel (tiny 0.728 vs 0.773 s, 0.1b 1.706 vs
   1.795 s); attention alone, forward + backward, 1.2-1.3x less CPU time. The first explicit kernel (``q @ k.T *
-  scale`` + ``masked_fill``) was 1.3-1.5x slower than this one: the scale and the causal mask now ride on ``baddbmm``.
+  scale`` + ``masked_fill``) was 1.5x slower than this one: the scale and the causal mask now ride on ``baddbmm``.
 - AVX512-BF16 without AMX (oneDNN limited to ``AVX512_CORE_BF16`` on the same machine): a tie on one thread; the
   first pass measured the explicit kernel 1.3-2x faster than SDPA (``docs/performance.md``).
 - AVX2 only (no bf16 dot products): SDPA 1.5x faster.
-- fp32, everywhere: SDPA 1.9x faster.
+- fp32: SDPA 1.2-1.9x faster.
 
 So the explicit kernel runs in bf16 on CPUs with bf16 matrix instructions, SDPA everywhere else; the explicit kernel
 also runs wherever the attention weights are asked for.
