@@ -11,7 +11,7 @@ following the released DNAGPT so its checkpoints load strictly:
 - the untied MLP token head, the regression head and the Numerical Embedding layer live in ``heads.py``; state-dict
   names match the release up to a three-entry rename (``pretrained.py``).
 - SDPA causal attention (``is_causal=True``, no mask buffer); the explicit kernel runs when attention maps are asked
-  for, and in bf16 on AVX512-BF16 CPUs without AMX, where it is the faster one (``kernels.py``).
+  for, and in bf16 on CPUs with bf16 matrix instructions (AMX, AVX512-BF16), where it is the faster one (``kernels.py``).
 - the token loss goes through a chunked fused head + cross-entropy (``losses.py``): no (N, vocab) logits.
 - ``hidden`` is returned in token coordinates: row ``t`` is the state that predicts token ``t+1`` after all values
   attached to token ``t`` (the standard causal shift, numbers notwithstanding).
