@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.common import Row, report
-from bench.reference_gpt import ReferenceGPT
+from bench.reference_gpt import ReferenceGPT, hf_gpt2
 from dnagpt.data.genomes_panel import read_legend
 from dnagpt.eval.genomes import generate_haplotypes
 from dnagpt.model import DNAGPT, GPTConfig, generate
@@ -45,18 +45,6 @@ def _seconds(fn: Callable[[], object], device: str) -> tuple[object, float]:
     return out, time.perf_counter() - start
 
 
-def hf_gpt2(config: GPTConfig):
-    """GPT-2 of our shape (SDPA attention, fp32), or None without ``transformers`` (``pip install -e .[bench]``)."""
-    try:
-        from transformers import GPT2Config, GPT2LMHeadModel
-    except ImportError:
-        return None
-    hf = GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
-                    n_layer=config.n_layer, n_head=config.n_head, bos_token_id=0, eos_token_id=0,
-                    attn_implementation="sdpa")  # fmt: skip
-    return GPT2LMHeadModel(hf).eval()
-
-
 def decoding_runs(new_tokens: int, batch: int, device: str = "cpu") -> dict[str, Callable[[int], torch.Tensor]]:
     """Greedy decoders of the bench shape, each ``n -> (batch, PROMPT + n)`` tokens: ours fp32 and bf16 (cached),
     ours uncached (fp32), the nanoGPT-style reference and, with ``transformers``, GPT-2 fp32 and bf16."""
@@ -72,8 +60,9 @@ def decoding_runs(new_tokens: int, batch: int, device: str = "cpu") -> dict[str,
         "ours uncached": lambda n: generate(model, prompt, n, temperature=0.0, use_cache=False),
         "nanoGPT-style": lambda n: reference.generate(prompt, n),
     }
-    hf = hf_gpt2(config)
+    hf = hf_gpt2(config.vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd, use_cache=True)
     if hf is not None:
+        hf.eval()
         for name, net in (("HF fp32", hf.to(device)), ("HF bf16", copy.deepcopy(hf).to(device, BF16))):
             runs[name] = lambda n, net=net: net.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False,
                                                          pad_token_id=0, eos_token_id=None)  # fmt: skip

@@ -138,7 +138,8 @@ def _child(argv: list[str]) -> dict:
 
 def _peak_rss_mb() -> float:
     """This process's peak resident memory (VmHWM), MB: unlike ``ru_maxrss`` it starts afresh at ``exec``, where
-    ``ru_maxrss`` keeps the size of the parent that forked it."""
+    ``ru_maxrss`` keeps the size of the parent that forked it. Not ``bench.common.status_mb``: the measured child must
+    not import torch, which that module does."""
     status = Path("/proc/self/status").read_text()
     return int(status.split("VmHWM:")[1].split()[0]) / 1024
 

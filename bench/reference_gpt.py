@@ -1,4 +1,4 @@
-"""A minimal nanoGPT-style GPT, the plain-PyTorch baseline of ``bench.train_step`` and ``bench.generate``.
+"""The baselines of ``bench``: a minimal nanoGPT-style GPT and Hugging Face GPT-2 of the same shape (:func:`hf_gpt2`).
 
 What a careful user would write by hand: pre-LN blocks, one fused QKV matmul, SDPA causal attention, GELU MLP, an output
 layer tied to the token embedding, full ``(B, T, V)`` logits and ``F.cross_entropy``; a simple concatenating KV cache
@@ -10,6 +10,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def hf_gpt2(
+    vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int, use_cache: bool = False
+) -> nn.Module | None:
+    """``GPT2LMHeadModel`` of this shape (SDPA attention, no dropout), or None without ``transformers`` (a bench-only
+    dependency: ``pip install -e .[bench]``). ``use_cache``: what ``generate`` needs; training steps return no cache."""
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+    except ImportError:
+        return None
+    config = GPT2Config(vocab_size=vocab_size, n_positions=block_size, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=use_cache, bos_token_id=0,
+                        eos_token_id=0, attn_implementation="sdpa")  # fmt: skip
+    return GPT2LMHeadModel(config)
 
 
 class Attention(nn.Module):

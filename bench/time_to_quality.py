@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from bench.common import Row, format_table, write_json
-from bench.reference_gpt import ReferenceGPT
+from bench.reference_gpt import ReferenceGPT, hf_gpt2
 from dnagpt.commands import compose_config
 from dnagpt.model.config import GPTConfig
 from dnagpt.model.kmer_init import compose_kmer_rows
@@ -88,12 +88,10 @@ def reference_network(kind: str, config: GPTConfig) -> nn.Module:
     """The reference GPT at the shape of ``config`` (width, depth, heads, context, vocabulary), no dropout."""
     if kind == "nanogpt":
         return ReferenceGPT(config.vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd)
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    hf = GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
-                    n_layer=config.n_layer, n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                    use_cache=False, bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")  # fmt: skip
-    return GPT2LMHeadModel(hf)
+    net = hf_gpt2(config.vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd)
+    if net is None:
+        raise ConfigError(f"{PROG} --reference hf-gpt2 needs transformers: pip install -e .[bench]")
+    return net
 
 
 @dataclass

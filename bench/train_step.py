@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import Row, device_seconds, interleaved_seconds, is_cuda, report, status_mb
-from bench.reference_gpt import ReferenceGPT
+from bench.reference_gpt import ReferenceGPT, hf_gpt2
 from dnagpt.model import DNAGPT, GPTConfig
 from dnagpt.model.config import DYNAMIC_VOCAB_SIZE, FIXED_VOCAB_SIZE
 
@@ -68,14 +68,9 @@ def build_model(name: str, shape: str, device: str = "cpu") -> torch.nn.Module |
     elif name == "nanoGPT-style":
         model = ReferenceGPT(vocab, T, n_layer, n_head, n_embd)
     else:
-        try:
-            from transformers import GPT2Config, GPT2LMHeadModel
-        except ImportError:
+        model = hf_gpt2(vocab, T, n_layer, n_head, n_embd)
+        if model is None:
             return None  # the caller reports the missing baseline
-        hf = GPT2Config(vocab_size=vocab, n_positions=T, n_embd=n_embd, n_layer=n_layer, n_head=n_head, resid_pdrop=0.0,
-                        embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False, bos_token_id=0, eos_token_id=0,
-                        attn_implementation="sdpa")  # fmt: skip
-        model = GPT2LMHeadModel(hf)
     return model.to(device)
 
 

@@ -289,6 +289,13 @@ def check_fasta(path: str | Path) -> None:
     lines.finish()
 
 
+def _add_unique(names: set[str], name: str, record: int, path: Path, line: int | None = None) -> None:
+    """Add a record name to those seen, refusing a repeat: windows and regions address records by name."""
+    if name in names:
+        raise InputError(f"duplicate record name {name!r} (record {record}); names must be unique", path, line)
+    names.add(name)
+
+
 def iter_records(path: str | Path) -> Iterator[tuple[str, str]]:
     """``(name, sequence)`` of each record in file order, once :func:`check_fasta` passed; names must be unique."""
     path = Path(path)
@@ -301,9 +308,7 @@ def iter_records(path: str | Path) -> Iterator[tuple[str, str]]:
         raise InputError(f"not a FASTA file (plain or gzip): {err}", path) from None
     seen: set[str] = set()
     for n, (name, seq) in enumerate(reader, 1):
-        if name in seen:
-            raise InputError(f"duplicate record name {name!r} (record {n}); names must be unique", path)
-        seen.add(name)
+        _add_unique(seen, name, n, path)
         yield name, seq
 
 
@@ -345,10 +350,7 @@ class _Encoder(_LineCheck):
         super()._header(start, end)
         line, raw = self.unfilled
         name = raw.decode()
-        if name in self.names:
-            raise InputError(f"duplicate record name {name!r} (record {self.records}); names must be unique", self.path,
-                             line)  # fmt: skip
-        self.names.add(name)
+        _add_unique(self.names, name, self.records, self.path, line)
         self.index.append({"name": name, "offset": self.bases, "length": 0, "n_count": 0})
 
     def _sequence(self, start: int, end: int) -> None:
