@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dnagpt.checkpointing import CKPT_KEY, lightning_checkpoint
 from dnagpt.data.gsr import GSRDataModule, GSRDataset, cut_signal
 from dnagpt.data.gsr_table import GSRTable, balance, block_split, deduplicate, random_split, read_gsr_tsv
 from dnagpt.eval.gsr import binary_scores, group_index
@@ -19,7 +21,7 @@ from dnagpt.model.pretrained import RELEASE_RENAMES, save_pretrained
 from dnagpt.pipeline import evaluate, train
 from dnagpt.tasks.gsr import GSRTask
 from dnagpt.tokenizer import KmerTokenizer
-from dnagpt.utils.errors import MissingFileError
+from dnagpt.utils.errors import CheckpointError, MissingFileError
 from dnagpt.utils.resolvers import resource_path
 
 PAS = Path(resource_path("gsr/pas_subset.tsv.gz"))
@@ -253,17 +255,21 @@ def test_datamodule_rejects_bad_configuration() -> None:
 
 
 # ---- task ----------------------------------------------------------------------------------------------------------
-def tiny_task() -> GSRTask:
+def tiny_task(**kwargs) -> GSRTask:
     cfg = GPTConfig.from_name("tiny", block_size=128, n_layer=2, n_head=2, n_embd=32, vocab_size=len(TOK))
     torch.manual_seed(0)
-    return GSRTask(cfg.to_dict(), TOK.to_dict())
+    return GSRTask(cfg.to_dict(), TOK.to_dict(), **kwargs)
+
+
+def pas_batch(n: int = 8) -> dict[str, torch.Tensor]:
+    t = read_gsr_tsv(PAS, "pas").take(np.arange(n))
+    ds = GSRDataset(t, TOK, sorted(set(t.motif)))
+    return {k: torch.stack([ds[i][k] for i in range(n)]) for k in ds[0]}
 
 
 def test_task_loss_is_answer_token_cross_entropy_and_metrics_accumulate() -> None:
     task = tiny_task()
-    t = read_gsr_tsv(PAS, "pas").take(np.arange(8))
-    ds = GSRDataset(t, TOK, sorted(set(t.motif)))
-    batch = {k: torch.stack([ds[i][k] for i in range(8)]) for k in ds[0]}
+    batch = pas_batch()
     res = task.shared_step(batch, "val")
     logits = task.model(batch["input_ids"]).logits[:, -1]  # full forward: the <=> row
     target = torch.where(batch["label"] == 1, TOK.true_id, TOK.false_id)
@@ -276,6 +282,47 @@ def test_task_loss_is_answer_token_cross_entropy_and_metrics_accumulate() -> Non
     assert task.model.token_head[3].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="GSR labels are 0 or 1"):
         task.shared_step(batch | {"label": batch["label"] + 1}, "val")
+
+
+def test_mean_readout_feeds_the_token_head_the_mean_state_up_to_the_answer() -> None:
+    task = tiny_task(readout="mean").eval()
+    batch = pas_batch()
+    hidden = task.model(batch["input_ids"], compute_logits=False).hidden
+    means = [h[: int(a) + 1].mean(0) for h, a in zip(hidden, batch["answer_pos"], strict=True)]
+    want = task.model.logits(torch.stack(means))
+    torch.testing.assert_close(task.answer_logits(batch), want, atol=1e-5, rtol=1e-5)
+    padded = batch | {"input_ids": F.pad(batch["input_ids"], (0, 5), value=TOK.token_id("ACGTAC"))}
+    torch.testing.assert_close(task.answer_logits(padded), want, atol=1e-5, rtol=1e-5)  # tokens after <=> are ignored
+    assert not torch.allclose(tiny_task().eval().answer_logits(batch), want, atol=1e-3)  # the release reads <=> alone
+    with pytest.raises(ValueError, match="task.readout='pool' must be one of answer, mean"):
+        tiny_task(readout="pool")
+
+
+def test_the_readout_is_recorded_and_scoring_with_the_other_is_refused(tmp_path: Path) -> None:
+    saved: dict = {"state_dict": {}, "global_step": 0}
+    tiny_task(readout="mean").on_save_checkpoint(saved)
+    assert saved[CKPT_KEY]["task"] == {"readout": "mean"}
+    saved["state_dict"] = {f"model.{k}": v for k, v in tiny_task().model.state_dict().items()}
+    ckpt = lightning_checkpoint(saved, tmp_path / "tuned.ckpt")
+    tiny_task(readout="mean").load_weights(ckpt, key="ckpt_path")
+    tiny_task().load_weights(ckpt, key="init_from")  # a fine-tune may start from it with either read-out
+    with pytest.raises(CheckpointError, match=r"tuned\.ckpt was fine-tuned with task\.readout=mean, this run asks "
+                                              r"task\.readout=answer: use task\.readout=mean"):  # fmt: skip
+        tiny_task().load_weights(ckpt, key="ckpt_path")
+    with pytest.raises(CheckpointError, match="the checkpoint was fine-tuned with task.readout=mean"):
+        tiny_task().on_load_checkpoint(saved)  # a resume with the other read-out
+
+
+def test_layer_lr_decay_sets_each_groups_peak_rate() -> None:
+    task = tiny_task(optimizer=partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.1), layer_lr_decay=0.5)
+    optimizer = task.configure_optimizers()["optimizer"]
+    lr = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert lr[id(task.model.token_head[3].weight)] == 1e-3
+    assert lr[id(task.model.transformer.h[0].attn.c_attn.weight)] == pytest.approx(2.5e-4)
+    assert lr[id(task.model.transformer.wte.weight)] == pytest.approx(1.25e-4)
+    assert all("lr_scale" not in g for g in optimizer.param_groups)
+    with pytest.raises(ValueError, match=r"task.layer_lr_decay=1.5 must lie in \(0, 1\]"):
+        tiny_task(layer_lr_decay=1.5)
 
 
 def test_group_index_covers_species_and_motifs() -> None:

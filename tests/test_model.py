@@ -150,6 +150,21 @@ def test_param_groups() -> None:
     assert opt.param_groups[0]["lr"] == 1e-3
 
 
+def test_layer_lr_decay_scales_each_depth_and_keeps_every_parameter_once() -> None:
+    model = tiny()  # 2 blocks: embeddings at depth 0, blocks at 1 and 2, ln_f and heads at 3
+    groups = model.param_groups(0.1, layer_lr_decay=0.5)
+    params = [id(p) for g in groups for p in g["params"]]
+    assert len(params) == len(set(params)) == len(list(model.parameters()))
+    scale = {id(p): (g["lr_scale"], g["weight_decay"]) for g in groups for p in g["params"]}
+    assert scale[id(model.token_head[3].weight)] == (1.0, 0.1) and scale[id(model.transformer.ln_f.weight)] == (1.0, 0.0)
+    assert groups[0]["lr_scale"] == groups[1]["lr_scale"] == 1.0  # the top pair first: tasks append their heads there
+    assert scale[id(model.transformer.h[1].mlp.c_fc.weight)] == (0.5, 0.1)
+    assert scale[id(model.transformer.h[0].ln_1.weight)] == (0.25, 0.0)
+    assert scale[id(model.transformer.wte.weight)] == scale[id(model.number_embedding[0].weight)] == (0.125, 0.1)
+    with pytest.raises(ValueError, match="layer_lr_decay must lie in"):
+        model.param_groups(0.1, layer_lr_decay=0.0)
+
+
 # ----------------------------------------------------------------------------------------- forward
 
 

@@ -174,20 +174,45 @@ class DNAGPT(nn.Module):
         """All parameters, heads and position embeddings included (the release's counting)."""
         return sum(p.numel() for p in self.parameters())
 
-    def param_groups(self, weight_decay: float) -> list[dict]:
+    def param_groups(self, weight_decay: float, layer_lr_decay: float = 1.0) -> list[dict]:
         """nanoGPT param groups: Linear and Embedding weights decay, LayerNorm weights and biases don't.
 
         Chosen by module and name, not by ``p.dim()``: FSDP flattens every parameter to 1-D, which would silently turn
         weight decay off. Returns groups, not an optimizer, so every harness builds its optimizer (e.g. a Hydra
-        partial) on the same groups.
+        partial) on the same groups. The first two groups (decay, no decay) hold the top of the network.
+
+        ``layer_lr_decay < 1`` (layer-wise learning-rate decay for fine-tuning a pre-trained body) splits them per
+        depth, each with ``lr_scale = layer_lr_decay ** (n_layer + 1 - depth)``: the heads and final LayerNorm
+        (depth ``n_layer + 1``) learn at the full rate, block ``i`` at depth ``i + 1``, the embeddings at depth 0.
         """
-        decay, no_decay = [], []
-        for module in self.modules():
+        if not 0.0 < layer_lr_decay <= 1.0:
+            raise ValueError(f"layer_lr_decay must lie in (0, 1], got {layer_lr_decay}")
+        top = self.config.n_layer + 1
+        groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
+        for module_name, module in self.named_modules():
+            depth = self.depth(module_name) if layer_lr_decay < 1.0 else top
             for name, p in module.named_parameters(recurse=False):
                 if p.requires_grad:
                     matrix = name == "weight" and isinstance(module, nn.Linear | nn.Embedding)
-                    (decay if matrix else no_decay).append(p)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+                    groups.setdefault((depth, matrix), []).append(p)
+        out = []
+        for depth in range(top, -1, -1):
+            for matrix in (True, False):
+                group = {"params": groups.get((depth, matrix), []), "weight_decay": weight_decay if matrix else 0.0}
+                if layer_lr_decay < 1.0:
+                    group["lr_scale"] = layer_lr_decay ** (top - depth)
+                if group["params"] or depth == top:  # the top pair always exists: tasks append their heads to it
+                    out.append(group)
+        return out
+
+    def depth(self, module_name: str) -> int:
+        """0 for the embeddings (tokens, positions, numbers), ``i + 1`` inside block ``i``, ``n_layer + 1`` above."""
+        parts = module_name.split(".")
+        if parts[0] == "number_embedding" or parts[:2] in (["transformer", "wte"], ["transformer", "wpe"]):
+            return 0
+        if parts[:2] == ["transformer", "h"] and len(parts) > 2:
+            return int(parts[2]) + 1
+        return self.config.n_layer + 1
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Token head on (..., D) states, sliced back to ``vocab_size`` if the head is padded."""

@@ -71,8 +71,11 @@ class DNAGPTTask(LightningModule):
         mode: str = "min",
         nonfinite_loss: str = "stop",
         kmer_init: float = 0.0,
+        layer_lr_decay: float = 1.0,
     ) -> None:
         super().__init__()
+        if not 0.0 < layer_lr_decay <= 1.0:
+            raise ValueError(f"task.layer_lr_decay={layer_lr_decay} must lie in (0, 1] (1: every layer at the peak rate)")
         if nonfinite_loss not in NONFINITE_POLICIES:
             raise ValueError(f"task.nonfinite_loss={nonfinite_loss!r} must be one of {', '.join(NONFINITE_POLICIES)}")
         cfg = model_cfg if isinstance(model_cfg, GPTConfig) else GPTConfig.from_dict(dict(model_cfg))
@@ -96,6 +99,7 @@ class DNAGPTTask(LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.nonfinite_loss = nonfinite_loss
+        self.layer_lr_decay = layer_lr_decay
         self.skipped_batches = 0  # training batches dropped for a non-finite loss, kept across resumes
         self._batch_idx = 0  # of the batch in shared_step, for the non-finite message
         self._dropped = False  # the last training batch was dropped: optimizer_step skips the update
@@ -152,15 +156,20 @@ class DNAGPTTask(LightningModule):
         if self.optimizer_factory is None:
             raise ValueError("this module was built without an optimizer partial (task.optimizer); it can only infer")
         weight_decay = self.optimizer_factory.keywords.get("weight_decay", 0.0)
-        optimizer = self.optimizer_factory(self.param_groups(weight_decay))
+        groups = self.param_groups(weight_decay)
+        for group in groups:
+            if "lr_scale" in group:  # layer-wise decay: a group's own peak rate, which the schedule then scales
+                group["lr"] = self.optimizer_factory.keywords["lr"] * group.pop("lr_scale")
+        optimizer = self.optimizer_factory(groups)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def param_groups(self, weight_decay: float) -> list[dict]:
-        """The optimizer's parameter groups: the network's; a task with weights of its own (a new head) adds them."""
-        return self.model.param_groups(weight_decay)
+        """The optimizer's parameter groups: the network's (per depth with ``task.layer_lr_decay``); a task with weights
+        of its own (a new head) adds them to the first two, the top's."""
+        return self.model.param_groups(weight_decay, self.layer_lr_decay)
 
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
