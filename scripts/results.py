@@ -246,12 +246,13 @@ def plot_curves(row: Row, path: Path) -> None:
     save_figure(fig, path, dpi=110)
 
 
-def write_table(doc: Path, body: list[str]) -> None:
-    text = doc.read_text() if doc.is_file() else f"# Results\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        raise RuntimeError(f"{doc} has no {BEGIN} ... {END} markers to write the table between")
-    head, rest = text.split(BEGIN, 1)
-    doc.write_text(head + BEGIN + "\n" + "\n".join(body) + "\n" + END + rest.split(END, 1)[1])
+def write_table(doc: Path, body: list[str], begin: str = BEGIN, end: str = END) -> None:
+    """Replace what lies between the ``begin`` and ``end`` markers of ``doc`` (a new page holds only them)."""
+    text = doc.read_text() if doc.is_file() else f"# Results\n\n{begin}\n{end}\n"
+    if begin not in text or end not in text:
+        raise RuntimeError(f"{doc} has no {begin} ... {end} markers to write the table between")
+    head, rest = text.split(begin, 1)
+    doc.write_text(head + begin + "\n" + "\n".join(body) + "\n" + end + rest.split(end, 1)[1])
 
 
 def build_rows(args: argparse.Namespace) -> tuple[Row, list[Row], Path]:

@@ -162,6 +162,16 @@ def test_optuna_sweep_survives_a_failed_trial_and_returns_the_best(tmp_path: Pat
     assert [t.value for t in trials if t.value is not None] == pytest.approx(values)
     results = OmegaConf.load(sweep / "optimization_results.yaml")
     assert results.best_value == pytest.approx(min(values))
+    # scripts/sweep_report.py tabulates the same trials from the sweep folder, the best first and the failures last
+    doc = tmp_path / "page.md"
+    doc.write_text("before\n<!-- sweep:begin -->\nold\n<!-- sweep:end -->\nafter\n")
+    report = [sys.executable, str(ROOT / "scripts" / "sweep_report.py"), str(sweep), "--doc", str(doc)]
+    subprocess.run(report, check=True, timeout=120)
+    rows = [line for line in doc.read_text().splitlines() if line.startswith("| ") and "trial" not in line]
+    assert [r.split(" | ")[0] for r in rows] == ["| 2", "| 0", "| 1"]
+    assert f"| {values[0]:.4f} (best) |" in rows[0] and all("| failed |" in r for r in rows[1:])
+    assert "3 trials (1 finished), minimising `val/loss_best`" in doc.read_text() and "old" not in doc.read_text()
+    assert (tmp_path / "results" / "sweep.png").stat().st_size > 5000
     # every trial, the failed one too, had its own W&B run: the failed run was closed before the next trial began
     runs = [list(j.rglob("offline-run-*/run-*.wandb")) for j in jobs]
     assert [len(r) for r in runs] == [1, 1, 1] and len({r[0].name for r in runs}) == 3
