@@ -142,8 +142,17 @@ def pretrain_row(out: Path, scale: Scale, data_root: Path | None) -> tuple[Row, 
     return row, run.out / "checkpoints" / "last.ckpt"
 
 
+ARMS = {"pretrained": "pretrained", "random": "random init"}  # --arms name -> the arm's name in the table
+
+
+def init_arms(pretrained: Path, arms: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The fine-tuning arms asked for, with the overrides that set their initialisation."""
+    inits = {"pretrained": [f"init_from={pretrained}"], "random": []}
+    return [(ARMS[a], inits[a]) for a in ARMS if a in arms]
+
+
 def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path | None, seeds: Sequence[int],
-            pretrained: Path) -> Row:
+            pretrained: Path, arms: Sequence[str] = tuple(ARMS)) -> Row:
     """Fine-tuned from the pre-training checkpoint and from random initialisation, same budget, same split per seed."""
     name = f"{signal}_{species}"
     data = [f"data.signals=[{signal}]", f"data.species.{signal}=[{species}]", *gsr_files(data_root, scale)]
@@ -157,7 +166,7 @@ def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path 
               metrics={f"{who}{column}": f"test/{name}/{prefix}{key}"
                        for who, prefix in (("", ""), ("6-mer LR ", "baseline_"))
                        for column, key in (("acc", "acc"), ("AUROC", "auroc"))})
-    for arm, init in (("pretrained", [f"init_from={pretrained}"]), ("random init", [])):
+    for arm, init in init_arms(pretrained, arms):
         for seed in seeds:
             base = out / name / arm.replace(" ", "_") / f"seed{seed}"
             train = Run("train.py", ["experiment=finetune_gsr_cpu", f"seed={seed}", *data, *budget, *init], base / "train")
@@ -166,11 +175,11 @@ def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path 
     return row
 
 
-def expression_row(out: Path, scale: Scale, folds: int, pretrained: Path) -> Row:
+def expression_row(out: Path, scale: Scale, folds: int, pretrained: Path, arms: Sequence[str] = tuple(ARMS)) -> Row:
     """5-fold cross-validation on the mini set: each fold's test genes once, ridge fitted on the same training folds."""
     row = Row("expression", f"expression (mini set), {folds}-fold CV: test R²", curve="val/r2", spread="sd",
               metrics={"R²": "test/r2", "ridge R²": "test/ridge_r2"})
-    for arm, init in (("pretrained", [f"init_from={pretrained}"]), ("random init", [])):
+    for arm, init in init_arms(pretrained, arms):
         for fold in range(folds):
             base = out / "expression" / arm.replace(" ", "_") / f"fold{fold}"
             split = ["data.split=kfold", f"data.n_folds={folds}", f"data.fold={fold}"]
@@ -260,10 +269,11 @@ def build_rows(args: argparse.Namespace) -> tuple[Row, list[Row], Path]:
     scale = SCALES[args.scale]
     pre, last = pretrain_row(args.pretrain_dir or args.out / "pretrain", scale, args.data_root)
     ckpt = args.pretrained or last
-    rows = [gsr_row("pas", sp, args.out, scale, args.data_root, args.seeds, ckpt)
+    rows = [gsr_row("pas", sp, args.out, scale, args.data_root, args.seeds, ckpt, args.arms)
             for sp in ("human", "mouse", "bovine", "fruitfly")]
-    rows += [gsr_row("tis", sp, args.out, scale, args.data_root, args.seeds, ckpt) for sp in ("yeast", "arabidopsis")]
-    rows.append(expression_row(args.out, scale, args.folds, ckpt))
+    rows += [gsr_row("tis", sp, args.out, scale, args.data_root, args.seeds, ckpt, args.arms)
+             for sp in ("yeast", "arabidopsis")]
+    rows.append(expression_row(args.out, scale, args.folds, ckpt, args.arms))
     return pre, rows, ckpt
 
 
@@ -278,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "pre-training row's last.ckpt)")
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--only", default="", help="comma-separated row names (default: all)")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
+                        help="fine-tuning arms to run (random needs no pre-training checkpoint)")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and write nothing")
     parser.add_argument("--report-only", action="store_true", help="run nothing: tabulate the finished runs")
@@ -298,7 +310,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for run in runs:
                     log.info(" ".join(run.command()[1:]))
         return
-    if chosen != [pre] and pre not in chosen and not pretrained.is_file() and not args.report_only:
+    needs_pretrained = "pretrained" in args.arms and chosen != [pre] and pre not in chosen
+    if needs_pretrained and not pretrained.is_file() and not args.report_only:
         parser.error(f"the fine-tuning rows start from {pretrained}, which does not exist: run the pretrain row first "
                      "or name a checkpoint with --pretrained")
     body = [f"Regenerated by `python scripts/results.py --data-root /path/to/shared/data --scale {args.scale} "

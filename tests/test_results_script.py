@@ -44,6 +44,15 @@ def test_a_preempted_run_is_resumed_not_taken_as_done(tmp_path: Path) -> None:
     assert run.done
 
 
+def test_arms_choose_the_initialisations_run(tmp_path: Path) -> None:
+    row = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0, 1], Path("pre.ckpt"), ["random"])
+    assert sorted(row.runs) == [("random init", 0), ("random init", 1)]
+    assert not any(o.startswith("init_from=") for runs in row.runs.values() for o in runs[0].overrides)
+    both = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0], Path("pre.ckpt"))
+    assert [arm for arm, _ in both.runs] == ["pretrained", "random init"]
+    assert "init_from=pre.ckpt" in both.runs[("pretrained", 0)][0].overrides
+
+
 @pytest.mark.slow
 def test_results_script_smoke(tmp_path: Path) -> None:
     doc = tmp_path / "results.md"
