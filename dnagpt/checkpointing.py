@@ -114,6 +114,7 @@ class Checkpoint:
     task_weights: Mapping[str, Any] = field(default_factory=dict)
     task_state: Mapping[str, Any] = field(default_factory=dict)
     task_class: str | None = None  # lightning only: the task module's class path (``dnagpt.tasks.gsr.GSRTask``)
+    data_phases: int | None = None  # lightning only: ``data.phases`` of the fit that wrote it (None: not recorded)
 
     def describe(self, key: str | None) -> str:
         """``init_from=PATH`` (the config key that named it) or the path alone."""
@@ -168,7 +169,8 @@ def lightning_checkpoint(ckpt: Mapping[str, Any], path: Path) -> Checkpoint:
     return Checkpoint(path, "lightning", weights, ours.get("model_cfg"), ours.get("tokenizer_spec"),
                       None if step is None else int(step), ours.get("wandb_run_id"),
                       task_weights={k: v for k, v in state.items() if not k.startswith("model.")},
-                      task_state=ours.get("task") or {}, task_class=ours.get("task_class"))  # fmt: skip
+                      task_state=ours.get("task") or {}, task_class=ours.get("task_class"),
+                      data_phases=ours.get("data_phases"))  # fmt: skip
 
 
 def _read_pretrained(path: Path, name: str) -> Checkpoint:

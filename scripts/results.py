@@ -155,7 +155,9 @@ def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path 
             pretrained: Path, arms: Sequence[str] = tuple(ARMS)) -> Row:
     """Fine-tuned from the pre-training checkpoint and from random initialisation, same budget, same split per seed."""
     name = f"{signal}_{species}"
-    data = [f"data.signals=[{signal}]", f"data.species.{signal}=[{species}]", *gsr_files(data_root, scale)]
+    # data.phases as in experiment=finetune_gsr_cpu, given to both commands: evaluate.py has no experiment group, and a
+    # checkpoint does not record its phases (left out, the test would read phase 0 alone instead of the six averaged)
+    data = [f"data.signals=[{signal}]", f"data.species.{signal}=[{species}]", "data.phases=6", *gsr_files(data_root, scale)]
     if signal == "tis":
         data.append("data.split=block")
     budget = [f"trainer.max_steps={scale.finetune_steps}", f"trainer.val_check_interval={scale.val_every}",

@@ -5,6 +5,7 @@ rows (or draw one phase per window), keep held-out splits one row per window, an
 """
 
 import hashlib
+import logging
 from functools import partial
 from pathlib import Path
 
@@ -224,12 +225,21 @@ def test_short_gsr_fit_with_phases_through_hydra(make_cfg) -> None:
 
 
 @pytest.mark.slow
-def test_phases_train_then_evaluate_gsr_and_expression(make_cfg, tmp_path: Path) -> None:
+def test_phases_train_then_evaluate_gsr_and_expression(make_cfg, tmp_path: Path, caplog) -> None:
     train(make_cfg("train", GSR_PHASES))
-    ev = make_cfg("evaluate", [*GSR_PHASES, f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"])
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    ev = make_cfg("evaluate", [*GSR_PHASES, f"ckpt_path={ckpt}"])
     ev.paths.output_dir = str(tmp_path / "eval")
-    got = evaluate(ev)
+    with caplog.at_level(logging.WARNING):
+        got = evaluate(ev)
     assert {"test/all/auroc", "test/pas_human/auroc", "test/all/baseline_auroc"} <= set(got)
+    assert "data.phases" not in caplog.text
+    # the checkpoint records its phases: tested on phase 0 alone, the run says how it was fitted and what to pass
+    ev = make_cfg("evaluate", [*GSR_PHASES[:-1], f"ckpt_path={ckpt}", "trainer.limit_test_batches=1"])
+    ev.paths.output_dir = str(tmp_path / "eval_phase0")
+    with caplog.at_level(logging.WARNING):
+        evaluate(ev)
+    assert f"{ckpt} was fitted with data.phases=6, this test reads data.phases=1: pass data.phases=6" in caplog.text
     expr = ["task=expression", "data.window=[-150,150]", "model.block_size=64", "data.phases=6"]
     out = tmp_path / "expr"
     cfg = make_cfg("train", expr)

@@ -51,6 +51,8 @@ def test_arms_choose_the_initialisations_run(tmp_path: Path) -> None:
     both = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0], Path("pre.ckpt"))
     assert [arm for arm, _ in both.runs] == ["pretrained", "random init"]
     assert "init_from=pre.ckpt" in both.runs[("pretrained", 0)][0].overrides
+    train, evaluate = both.runs[("random init", 0)]
+    assert "data.phases=6" in train.overrides and "data.phases=6" in evaluate.overrides  # tested as it was trained
 
 
 @pytest.mark.slow
