@@ -33,7 +33,7 @@ BEGIN, END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
 class Trial:
     number: int
     params: dict[str, str]
-    value: float | None  # None: the trial failed (no metrics.json)
+    value: float | None  # None: no metrics.json (the trial failed, or is the running one of an unfinished sweep)
     minutes: float
 
 
@@ -43,6 +43,7 @@ class Sweep:
     metric: str
     maximize: bool
     trials: list[Trial]
+    finished: bool  # optimization_results.yaml exists
 
     def ranked(self) -> list[Trial]:
         done = sorted((t for t in self.trials if t.value is not None), key=lambda t: t.value, reverse=self.maximize)
@@ -53,7 +54,7 @@ def read_sweep(sweep_dir: Path) -> Sweep:
     """The sweep's settings and trials; a folder that is no Hydra Optuna sweep is a clear error.
 
     The searched parameters are those Optuna sampled (``optimization_results.yaml``, written when the sweep ends); while
-    it runs, those of the search config (a range given on the command line then shows only once the sweep is over).
+    it runs (or after it was stopped), those of the search config and every override whose value differs between trials.
     """
     found = sweep_dir.iterdir() if sweep_dir.is_dir() else []
     jobs = sorted((p for p in found if p.name.isdigit()), key=lambda p: int(p.name))
@@ -63,17 +64,22 @@ def read_sweep(sweep_dir: Path) -> Sweep:
     if "direction" not in sweeper:
         raise SystemExit(f"{sweep_dir}: hydra.sweeper has no direction, not an Optuna sweep (hparams_search=...)")
     metric = yaml.safe_load((jobs[0] / ".hydra" / "config.yaml").read_text())["optimized_metric"]
+    overrides = [dict(o.split("=", 1) for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
+                 for job in jobs]  # fmt: skip
     finished = sweep_dir / "optimization_results.yaml"
-    params = list(yaml.safe_load(finished.read_text())["best_params"] if finished.is_file() else sweeper["params"])
+    if finished.is_file():
+        params = list(yaml.safe_load(finished.read_text())["best_params"])
+    else:
+        varied = [k for k in overrides[0] if len({o.get(k) for o in overrides}) > 1]
+        params = list(dict.fromkeys([*varied, *(k for k in sweeper["params"] if k in overrides[0])]))
     trials = []
-    for job in jobs:
-        overrides = dict(o.split("=", 1) for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
+    for job, values in zip(jobs, overrides, strict=True):
         metrics = job / "metrics.json"
         value = json.loads(metrics.read_text()).get(metric) if metrics.is_file() else None
         start = (job / ".hydra" / "overrides.yaml").stat().st_mtime
         end = metrics.stat().st_mtime if metrics.is_file() else max(p.stat().st_mtime for p in job.rglob("*"))
-        trials.append(Trial(int(job.name), {k: overrides.get(k, "?") for k in params}, value, (end - start) / 60))
-    return Sweep(params, metric, sweeper["direction"] == "maximize", trials)
+        trials.append(Trial(int(job.name), {k: values.get(k, "?") for k in params}, value, (end - start) / 60))
+    return Sweep(params, metric, sweeper["direction"] == "maximize", trials, finished.is_file())
 
 
 def shown(value: str) -> str:
@@ -92,7 +98,8 @@ def table(sweep: Sweep) -> list[str]:
             for p in sweep.params]  # fmt: skip
     lines = [f"| trial | {' | '.join(cols)} | {sweep.metric} | minutes |", "|---" * (len(cols) + 3) + "|"]
     for t in ranked:
-        value = "failed" if t.value is None else f"{t.value:.4f}" + (" (best)" if t is best else "")
+        unfinished = "running or stopped" if not sweep.finished and t is sweep.trials[-1] else "failed"
+        value = unfinished if t.value is None else f"{t.value:.4f}" + (" (best)" if t is best else "")
         lines.append(f"| {t.number} | {' | '.join(shown(t.params[p]) for p in sweep.params)} | {value} | {t.minutes:.1f} |")
     return lines
 
