@@ -414,9 +414,25 @@ COMMANDS: dict[str, Case] = {
     "python scripts/results.py --data-root /path/to/shared/data": Case(
         needs="network: the chromosomes and the full GSR sets are downloaded, not shipped"
     ),
-    "python scripts/results.py --data-root /path/to/shared/data --scale quick --only pas_human --seeds 0 1 --pretrained "
-    "<pre-training run>/checkpoints/step0001500.ckpt": Case(
+    "python scripts/results.py --data-root /path/to/shared/data --only pas_human,tis_yeast,tis_arabidopsis --pretrained "
+    "<pre-training run>/checkpoints/last.ckpt": Case(
         needs="network: the chromosomes and the full GSR sets are downloaded, not shipped"
+    ),
+    # (tests/test_markov.py runs scripts/markov_grid.py on the bundled corpus)
+    "python scripts/markov_grid.py corpus.root=/path/to/shared/data": Case(
+        needs="network: the six whole chromosomes of corpus=chromosomes are not shipped"
+    ),
+    "python train.py -m hparams_search=gsr_optuna experiment=finetune_gsr_cpu data.signals=[pas] data.species.pas=[human] "
+    "data.files.pas=/path/to/gsr_pas_deepgsr_4species.tsv.gz trainer.max_steps=500 trainer.val_check_interval=100 "
+    "trainer.limit_val_batches=20 test=false task.scheduler.warmup_steps=50 "
+    "'task.optimizer.lr=tag(log,interval(1e-4,3e-3))' 'task.optimizer.weight_decay=interval(0.0,0.2)' "
+    "'model.dropout=interval(0.0,0.3)' 'model.n_embd=choice(128,256)' 'task.readout=choice(answer,mean)' "
+    "extras.torch_threads=1 hydra.sweep.dir=<sweep dir>": Case(
+        needs="network: the full deduplicated PAS set is downloaded, not shipped"
+    ),
+    # (tests/test_sweeps.py runs scripts/sweep_report.py on a real sweep's folder)
+    "python scripts/sweep_report.py <sweep dir> --doc docs/results.md": Case(
+        needs="network: it reads the folder of the sweep above, which needs the full PAS set"
     ),
     "python train.py experiment=pretrain_cpu corpus.root=/path/to/shared/data": Case(
         needs="network: the six whole chromosomes of corpus=chromosomes are not shipped"
