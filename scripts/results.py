@@ -109,6 +109,9 @@ class Row:
     what: str
     runs: dict[tuple[str, int], list[Run]] = field(default_factory=dict)  # (arm, replicate) -> runs, last one scored
     metrics: dict[str, str] = field(default_factory=dict)  # column -> metrics.json key of the scored run
+    # column -> (model key, baseline key): the model minus its baseline per replicate, then the interval over them
+    # (paired: each seed's baseline is fitted on that seed's split, so the difference is what "above it" means)
+    differences: dict[str, tuple[str, str]] = field(default_factory=dict)
     curve: str | None = None  # logged metric plotted against the step (train runs' csv logs)
     spread: str = "ci95"  # ci95 over seeds | sd over folds
 
@@ -167,7 +170,9 @@ def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path 
     row = Row(name, f"GSR {signal.upper()} {species}: test accuracy / AUROC", curve="val/auroc",
               metrics={f"{who}{column}": f"test/{name}/{prefix}{key}"
                        for who, prefix in (("", ""), ("6-mer LR ", "baseline_"))
-                       for column, key in (("acc", "acc"), ("AUROC", "auroc"))})
+                       for column, key in (("acc", "acc"), ("AUROC", "auroc"))},
+              differences={f"{column} − LR": (f"test/{name}/{key}", f"test/{name}/baseline_{key}")
+                           for column, key in (("acc", "acc"), ("AUROC", "auroc"))})
     for arm, init in init_arms(pretrained, arms):
         for seed in seeds:
             base = out / name / arm.replace(" ", "_") / f"seed{seed}"
@@ -180,7 +185,8 @@ def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path 
 def expression_row(out: Path, scale: Scale, folds: int, pretrained: Path, arms: Sequence[str] = tuple(ARMS)) -> Row:
     """5-fold cross-validation on the mini set: each fold's test genes once, ridge fitted on the same training folds."""
     row = Row("expression", f"expression (mini set), {folds}-fold CV: test R²", curve="val/r2", spread="sd",
-              metrics={"R²": "test/r2", "ridge R²": "test/ridge_r2"})
+              metrics={"R²": "test/r2", "ridge R²": "test/ridge_r2"},
+              differences={"R² − ridge": ("test/r2", "test/ridge_r2")})
     for arm, init in init_arms(pretrained, arms):
         for fold in range(folds):
             base = out / "expression" / arm.replace(" ", "_") / f"fold{fold}"
@@ -209,25 +215,30 @@ def execute(row: Row, report_only: bool = False) -> str:
     return f"{'' if len(known) == len(costs) else '≥ '}{sum(known) / 3600:.2f} CPU hours"
 
 
-def interval(values: Sequence[float], spread: str) -> str:
+def interval(values: Sequence[float], spread: str, signed: bool = False) -> str:
+    """``mean ± half-width`` (one value: the value); ``signed`` writes a ``+`` on positive means (differences)."""
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
     if v.size == 0:
         return "–"
+    number = "{:+.3f}" if signed else "{:.3f}"
     if v.size == 1:
-        return f"{v[0]:.3f}"
+        return number.format(v[0])
     sd = v.std(ddof=1)
     half = sd if spread == "sd" else stats.t.ppf(0.975, v.size - 1) * sd / math.sqrt(v.size)
-    return f"{v.mean():.3f} ± {half:.3f}"
+    return f"{number.format(v.mean())} ± {half:.3f}"
 
 
 def summarise(row: Row, cost: str) -> list[str]:
     """Markdown lines of one row: one line per arm, the columns of ``row.metrics``."""
     arms = sorted({arm for arm, _ in row.runs}, key=list(dict.fromkeys(a for a, _ in row.runs)).index)
+    columns = [*row.metrics, *row.differences]
     lines = [f"**{row.what}** — {cost}", "",
-             "| arm | n | " + " | ".join(row.metrics) + " |", "|---" * (len(row.metrics) + 2) + "|"]
+             "| arm | n | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
     for arm in arms:
         scored = [runs[-1].metrics() for (a, _), runs in row.runs.items() if a == arm and runs[-1].done]
         cells = [interval([m.get(key, math.nan) for m in scored], row.spread) for key in row.metrics.values()]
+        cells += [interval([m.get(ours, math.nan) - m.get(base, math.nan) for m in scored], row.spread, signed=True)
+                  for ours, base in row.differences.values()]  # fmt: skip
         lines.append(f"| {arm} | {len(scored)} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 

@@ -1,6 +1,7 @@
 """scripts/results.py: the interval and table helpers, and a smoke-scale run of two rows through the real commands."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,20 @@ def test_interval_is_the_student_t_half_width_over_seeds_and_the_sd_over_folds()
     assert results.interval([0.70, 0.72, 0.74], "sd") == "0.720 ± 0.020"
     assert results.interval([0.7, float("nan")], "ci95") == "0.700"
     assert results.interval([], "ci95") == "–"
+
+
+def test_the_table_gives_the_model_minus_its_baseline_per_seed(tmp_path: Path) -> None:
+    row = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0, 1, 2], Path("p.ckpt"), ["random"])
+    for seed, (ours, lr) in enumerate([(0.86, 0.85), (0.84, 0.84), (0.90, 0.88)]):  # splits differ: so do baselines
+        scored = row.runs[("random init", seed)][-1].out
+        scored.mkdir(parents=True)
+        (scored / "metrics.json").write_text(json.dumps({"test/pas_human/auroc": ours, "test/pas_human/baseline_auroc": lr,
+                                                         "test/pas_human/acc": 0.7, "test/pas_human/baseline_acc": 0.75}))
+    lines = results.summarise(row, "0.1 CPU hours")
+    assert lines[2] == "| arm | n | acc | AUROC | 6-mer LR acc | 6-mer LR AUROC | acc − LR | AUROC − LR |"
+    # AUROC − LR: 0.01, 0.00, 0.02 -> mean +0.010, t(0.975, 2) * 0.01 / sqrt 3 = 0.025
+    assert lines[4] == ("| random init | 3 | 0.700 ± 0.000 | 0.867 ± 0.076 | 0.750 ± 0.000 | 0.857 ± 0.052 "
+                        "| -0.050 ± 0.000 | +0.010 ± 0.025 |")
 
 
 def test_the_table_replaces_only_what_lies_between_the_markers(tmp_path: Path) -> None:
