@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -100,15 +99,13 @@ def _fill(items: list[str], tmp: Path) -> list[str]:
 @pytest.mark.parametrize(("script", "overrides", "fragment"), BAD_COMMAND_LINES, ids=map(_ids, BAD_COMMAND_LINES))
 def test_bad_command_line_fails_before_anything_is_built(make_cfg, tmp_path, script, overrides, fragment) -> None:
     overrides, fragment = _fill(overrides, tmp_path / "x"), _fill([fragment], tmp_path / "x")[0]
-    start = time.perf_counter()
     with pytest.raises((ConfigError, HydraException)) as err:
         cfg = make_cfg(script, overrides)
         (train if script == "train" else evaluate)(cfg)
     assert fragment in str(err.value)
     if isinstance(err.value, ConfigError):
         assert "\n\n" not in str(err.value)  # one paragraph
-    assert not (tmp_path / "checkpoints").exists()
-    assert time.perf_counter() - start < 10
+    assert not list(tmp_path.iterdir())  # no logger, checkpoint or metrics file: refused before the run began
 
 
 # what a user sees: a real process per command line (several seconds each: the slow suite runs most of them)
@@ -124,16 +121,14 @@ CLI_CASES = [
 
 def _run_cli(
     script: str, overrides: list[str], tmp_path: Path, **env_extra: str
-) -> tuple[subprocess.CompletedProcess, float]:
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}  # Hydra's short report, as users get it
     env |= {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **env_extra}
-    start = time.perf_counter()
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(ROOT / f"{script}.py"), *overrides, f"hydra.run.dir={tmp_path}/run",
          f"paths.cache_dir={tmp_path}/cache"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
-    return proc, time.perf_counter() - start
 
 
 @pytest.mark.parametrize(
@@ -142,11 +137,11 @@ def _run_cli(
     ids=map(_ids, CLI_CASES),
 )
 def test_cli_prints_one_paragraph_without_traceback(tmp_path, script, overrides, fragment) -> None:
-    proc, seconds = _run_cli(script, overrides, tmp_path)
+    proc = _run_cli(script, overrides, tmp_path)
     assert proc.returncode != 0
     assert fragment in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert seconds < 30  # mostly interpreter and import start-up; the check itself takes milliseconds
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run" / "checkpoints").exists()  # refused up front
     if not proc.stderr.startswith(("Could not", "In '")):  # ours, not Hydra's
         assert proc.stderr.startswith("Configuration error: ") and proc.stderr.count("\n") == 1, proc.stderr
 
@@ -169,7 +164,7 @@ BAD_INPUT_RUNS = [  # (overrides given the run's tmp dir, how the last line star
 @pytest.mark.slow
 @pytest.mark.parametrize(("make", "label", "fragment"), BAD_INPUT_RUNS, ids=[f for _, _, f in BAD_INPUT_RUNS])
 def test_bad_input_ends_the_run_with_one_paragraph(tmp_path, make, label, fragment) -> None:
-    proc, _ = _run_cli("train", make(tmp_path), tmp_path)
+    proc = _run_cli("train", make(tmp_path), tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(label) and fragment in last, proc.stderr[-3000:]
@@ -178,7 +173,7 @@ def test_bad_input_ends_the_run_with_one_paragraph(tmp_path, make, label, fragme
 
 @pytest.mark.slow  # a real run / a fresh interpreter: seconds
 def test_hydra_full_error_shows_the_traceback_of_our_errors(tmp_path) -> None:
-    proc, _ = _run_cli("train", [f"init_from={ROOT / 'README.md'}"], tmp_path, HYDRA_FULL_ERROR="1")
+    proc = _run_cli("train", [f"init_from={ROOT / 'README.md'}"], tmp_path, HYDRA_FULL_ERROR="1")
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr and "CheckpointError: init_from=" in proc.stderr
 
