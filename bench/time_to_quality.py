@@ -135,9 +135,11 @@ class ReferenceLM(nn.Module):
     def token_loss(self, hidden: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(self.head(hidden).float(), targets)
 
-    def param_groups(self, weight_decay: float) -> list[dict]:
+    def param_groups(self, weight_decay: float, layer_lr_decay: float = 1.0) -> list[dict]:
         """Matrices decay, vectors (LayerNorm, biases) do not: the split ``DNAGPT.param_groups`` makes (GPT-2 keeps its
-        matrices in ``Conv1D`` modules, so the rule is by shape here)."""
+        matrices in ``Conv1D`` modules, so the rule is by shape here); one rate for every layer, as the recipe has."""
+        if layer_lr_decay != 1.0:
+            raise ValueError("the reference arm has no layer-wise learning-rate decay (task.layer_lr_decay must be 1)")
         params = [p for p in self.parameters() if p.requires_grad]
         return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
                 {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]  # fmt: skip
