@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -121,28 +120,6 @@ def test_a_refused_letter_names_its_line_record_and_position(tmp_path, monkeypat
     start, pos = map(int, (str(err.value).split("base ")[1].split(":")[0], str(err.value).rsplit(" ", 1)[1]))
     assert start + pos == 14  # the 15th base of r2, however the file was cut
     assert not list((tmp_path / "c").glob("x-*"))
-
-
-def test_read_ahead_keeps_order_raises_the_readers_error_and_stops_with_the_caller():
-    closed = []
-
-    def source(n, fail_at=None):
-        try:
-            for i in range(n):
-                if i == fail_at:
-                    raise InputError("corrupt gzip data (invalid stored block lengths)", "g.fa.gz")
-                yield bytes([i])
-        finally:
-            closed.append(n)
-
-    assert list(fasta._read_ahead(source(50), depth=2)) == [bytes([i]) for i in range(50)]
-    with pytest.raises(InputError, match=r"g\.fa\.gz: corrupt gzip data"):
-        list(fasta._read_ahead(source(10, fail_at=7)))
-    early = fasta._read_ahead(source(10_000), depth=2)
-    assert next(early) == b"\x00"
-    early.close()  # the caller stopped: the thread ends and the reader is closed
-    assert closed == [50, 10, 10_000]
-    assert not [t for t in threading.enumerate() if t.name == "fasta-read-ahead"]
 
 
 def test_a_duplicate_name_names_its_line(tmp_path):

@@ -38,11 +38,9 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import re
 import shutil
 import socket
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -137,48 +135,6 @@ def _pieces(path: Path) -> Iterator[bytes]:
             raise InputError(f"corrupt gzip data ({err}); download the file again", path) from None
         if not d.eof:
             raise InputError("truncated gzip file (no end-of-stream marker); download the file again", path)
-
-
-def _read_ahead(pieces: Iterator[bytes], depth: int = 4) -> Iterator[bytes]:
-    """``pieces``, produced by a thread up to ``depth`` pieces ahead of the caller.
-
-    zlib's inflate and file reads release the GIL, so a gzipped genome is decompressed while the previous pieces are
-    encoded: on two cores the encoder no longer waits for inflate. An error of the producer is raised here, in the
-    caller; a caller that stops early (an error of its own) stops the thread and closes ``pieces`` before returning.
-    """
-    ahead: queue.Queue = queue.Queue(maxsize=depth)
-    stop, end = threading.Event(), object()
-
-    def offer(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                ahead.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for piece in pieces:
-                if not offer(piece):
-                    return
-            offer(end)
-        except BaseException as err:  # handed to the caller, which raises it
-            offer(err)
-        finally:
-            pieces.close()
-
-    thread = threading.Thread(target=produce, name="fasta-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while (item := ahead.get()) is not end:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 _BINARY = "a FASTA file is text (is this file binary or corrupt?)"
@@ -579,7 +535,7 @@ def _encode(fasta: Path, out: Path, cleaner: DnaCleaner) -> tuple[int, int]:
     try:
         with open(tmp / SEQ_FILE, "wb") as fh:
             encoder = _Encoder(fasta, cleaner, fh)
-            for piece in _read_ahead(_pieces(fasta)):
+            for piece in _pieces(fasta):
                 encoder.feed(piece)
             encoder.finish()
             fh.flush()
