@@ -2,7 +2,7 @@
 
 A pre-training run scores one Markov model per base, its order and β chosen on the validation windows
 (``dnagpt.tasks.yardsticks.MarkovYardstick``). This script asks whether a comparison with it depends on that choice: it
-fits the same counts (training regions, forward and reversed) up to ``--max-order`` and scores every (order, β) on the
+takes the same counts (training regions, forward and reversed) up to ``--max-order`` and scores every (order, β) on the
 validation and on the test windows of the same data module, so a model's test figure can be set against the best
 Markov model *even when chosen on the test windows* (an upper bound on any fair choice). Arguments other than the
 options are Hydra overrides of ``train.yaml`` (default: ``experiment=pretrain_cpu``). Writes ``--out`` (JSON) and prints
@@ -22,8 +22,9 @@ from hydra import compose, initialize_config_module
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from dnagpt.model.markov import MarkovModel  # noqa: E402
+from dnagpt.model.markov import bits_grid  # noqa: E402
 from dnagpt.pipeline import build_parts  # noqa: E402
+from dnagpt.tasks.yardsticks import fitted_markov  # noqa: E402
 from dnagpt.utils.resolvers import register_resolvers  # noqa: E402
 
 log = logging.getLogger("markov_grid")
@@ -37,17 +38,10 @@ def grid(overrides: Sequence[str], max_order: int, betas: Sequence[float]) -> di
     _, datamodule, _ = build_parts(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    sequences = list(datamodule.training_sequences())
-    model = MarkovModel(max_order).fit(sequences + [s[::-1] for s in sequences])
-    log.info("counted %s bases (training regions, forward and reversed)", f"{model.n_bases:,}")
-    scores: dict[str, dict[str, float]] = {}
-    for split in ("val", "test"):
-        held = datamodule.heldout_sequences(split)
-        scores[split] = {}
-        for beta in betas:
-            total, n = model.bits(held, beta)
-            scores[split].update({f"k={j} beta={beta:g}": float(t / n) for j, t in enumerate(total)})
-    return scores
+    model = fitted_markov(datamodule, max_order)  # the yardstick's own counts (and cache)
+    return {split: {f"k={j} beta={beta:g}": v for (j, beta), v in bits_grid(model, datamodule.heldout_sequences(split),
+                                                                             betas).items()}
+            for split in ("val", "test")}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -311,6 +311,10 @@ def test_the_readout_is_recorded_and_scoring_with_the_other_is_refused(tmp_path:
         tiny_task().load_weights(ckpt, key="ckpt_path")
     with pytest.raises(CheckpointError, match="the checkpoint was fine-tuned with task.readout=mean"):
         tiny_task().on_load_checkpoint(saved)  # a resume with the other read-out
+    legacy = lightning_checkpoint(saved | {CKPT_KEY: {**saved[CKPT_KEY], "task": {}}}, tmp_path / "old.ckpt")
+    with pytest.raises(CheckpointError, match=r"old\.ckpt was fine-tuned with task\.readout=answer, this run asks "
+                                              r"task\.readout=mean: use task\.readout=answer"):  # fmt: skip
+        tiny_task(readout="mean").load_weights(legacy, key="ckpt_path")  # recorded nothing: the release's read-out
 
 
 def test_layer_lr_decay_sets_each_groups_peak_rate() -> None:

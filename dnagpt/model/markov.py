@@ -102,15 +102,23 @@ class MarkovModel:
         return float(total[order] / n)
 
 
+def bits_grid(
+    model: MarkovModel, sequences: Sequence[np.ndarray | bytes | str], betas: Sequence[float]
+) -> dict[tuple[int, float], float]:
+    """Bits per base of ``sequences`` for every (order, β) cell: one pass over them per β."""
+    grid = {}
+    for beta in betas:
+        total, n = model.bits(sequences, beta)
+        if n == 0:
+            raise ValueError("no A/C/G/T base in the sequences to score")
+        grid.update({(j, beta): float(t / n) for j, t in enumerate(total)})
+    return grid
+
+
 def choose_order(
     model: MarkovModel, validation: Sequence[np.ndarray | bytes | str], betas: Sequence[float] = (0.5, 2.0, 8.0)
 ) -> tuple[int, float, dict[tuple[int, float], float]]:
     """The (order, β) with the fewest validation bits per base, and the whole grid (logged by callers)."""
-    grid = {}
-    for beta in betas:
-        total, n = model.bits(validation, beta)
-        if n == 0:
-            raise ValueError("no A/C/G/T base in the validation sequences")
-        grid.update({(j, beta): float(t / n) for j, t in enumerate(total)})
+    grid = bits_grid(model, validation, betas)
     order, beta = min(grid, key=grid.get)
     return order, beta, grid

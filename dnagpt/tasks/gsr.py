@@ -93,7 +93,8 @@ class GSRTask(DNAGPTTask):
 
     def check_readout(self, tuned: str | None, name: str) -> None:
         """``tuned`` (None for checkpoints from before the option: the release's ``answer``) must be ours."""
-        if (tuned or "answer") != self.readout:
+        tuned = tuned or "answer"
+        if tuned != self.readout:
             raise CheckpointError(f"{name} was fine-tuned with task.readout={tuned}, this run asks "
                                   f"task.readout={self.readout}: use task.readout={tuned}")  # fmt: skip
 

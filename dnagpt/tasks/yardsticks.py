@@ -74,6 +74,25 @@ class Order0Baseline(Callback):
         self.train_counts = state_dict["train_counts"]
 
 
+def fitted_markov(datamodule, max_order: int) -> MarkovModel:
+    """The Markov counts of the data module's training regions, forward and reversed (the mix the model reads), up to
+    ``max_order``; cached under ``datamodule.cache_dir`` by the sequences' digest, so a resume does not count again."""
+    sequences = list(datamodule.training_sequences())
+    key = hashlib.sha256(json.dumps([max_order, [[len(s), hashlib.sha256(s).hexdigest()] for s in sequences]])
+                         .encode()).hexdigest()[:20]  # fmt: skip
+    path = Path(datamodule.cache_dir) / "markov" / f"{key}.npz"
+    model = MarkovModel(max_order)
+    if path.is_file():
+        with np.load(path) as saved:
+            model.counts = [saved[f"order{j}"] for j in range(max_order + 1)]
+        return model
+    model.fit(sequences + [s[::-1] for s in sequences])
+    with atomic_path(path) as partial, open(partial, "wb") as fh:
+        np.savez(fh, **{f"order{j}": c for j, c in enumerate(model.counts)})
+    log.info(f"Markov yardstick: counted {model.n_bases:,} bases (training regions, forward and reversed)")
+    return model
+
+
 class MarkovYardstick(Callback):
     """``{val,test}/markov_bits_per_base`` (and the chosen ``markov_order``) beside the model's ``bits_per_base``."""
 
@@ -88,7 +107,7 @@ class MarkovYardstick(Callback):
         if self.model is not None:
             return
         datamodule = trainer.datamodule
-        self.model = self._fitted(datamodule)
+        self.model = fitted_markov(datamodule, self.max_order)
         self.order, self.beta, grid = choose_order(self.model, datamodule.heldout_sequences("val"))
         self.scores = {"val": grid[(self.order, self.beta)]}
         log.info(
@@ -96,22 +115,6 @@ class MarkovYardstick(Callback):
             f"validation windows; by order (beta {self.beta}): "
             + ", ".join(f"{j}: {grid[(j, self.beta)]:.4f}" for j in range(self.max_order + 1))
         )
-
-    def _fitted(self, datamodule) -> MarkovModel:
-        sequences = list(datamodule.training_sequences())
-        key = hashlib.sha256(json.dumps([self.max_order, [[len(s), hashlib.sha256(s).hexdigest()] for s in sequences]])
-                             .encode()).hexdigest()[:20]  # fmt: skip
-        path = Path(datamodule.cache_dir) / "markov" / f"{key}.npz"
-        model = MarkovModel(self.max_order)
-        if path.is_file():
-            with np.load(path) as saved:
-                model.counts = [saved[f"order{j}"] for j in range(self.max_order + 1)]
-            return model
-        model.fit(sequences + [s[::-1] for s in sequences])
-        with atomic_path(path) as partial, open(partial, "wb") as fh:
-            np.savez(fh, **{f"order{j}": c for j, c in enumerate(model.counts)})
-        log.info(f"Markov yardstick: counted {model.n_bases:,} bases (training regions, forward and reversed)")
-        return model
 
     def _log(self, pl_module: LightningModule, split: str) -> None:
         if split not in self.scores:
