@@ -188,6 +188,21 @@ def module_for_evaluation(cfg: DictConfig, ckpt: Checkpoint, key: str = "ckpt_pa
     return module
 
 
+def phases_as_fitted(data_cfg: DictConfig, ckpt: Checkpoint) -> None:
+    """``data.phases: null`` (the default) scores a checkpoint as it was fitted: the mean of six phases for a six-phase
+    fine-tune, the release prompt otherwise. Another value given on purpose is kept, with a warning (phase 0 alone is a
+    legitimate but different measurement, e.g. the decomposition of docs/phases.md)."""
+    fitted = ckpt.data_phases
+    if "phases" not in data_cfg or fitted is None:
+        return
+    if data_cfg.phases is None:
+        data_cfg.phases = fitted
+        log.info(f"data.phases={fitted}, as {ckpt.path} was fitted")
+    elif data_cfg.phases != fitted:
+        log.warning(f"{ckpt.path} was fitted with data.phases={fitted}, this run reads data.phases={data_cfg.phases}: "
+                    "leave data.phases unset to score it as it was fitted")  # fmt: skip
+
+
 @task_wrapper
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test metrics of a checkpoint, then the task's evaluation and any analysis, all written to the run directory.
@@ -203,6 +218,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if ckpt is None:
         raise MissingFileError(f"ckpt_path={cfg.ckpt_path}: no checkpoint to evaluate")
     module = module_for_evaluation(cfg, ckpt)
+    phases_as_fitted(cfg.data, ckpt)
     # the checkpoint fixes the language and the context; the config only chooses the data to score
     datamodule = instantiate_group("data", cfg.data, tokenizer=module.tokenizer, block_size=module.model.config.block_size)
     trainer: Trainer = instantiate_group("trainer", cfg.trainer, logger=instantiate_loggers(cfg.get("logger")) or False)

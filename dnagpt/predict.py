@@ -28,7 +28,7 @@ from dnagpt.commands import CONF_MODULE, hydra_command
 from dnagpt.config_checks import check_config, instantiate_group
 from dnagpt.inference.predictions import PredictionData, PredictionWriter
 from dnagpt.inference.records import Columns, RecordSource
-from dnagpt.pipeline import apply_extras, module_for_evaluation
+from dnagpt.pipeline import apply_extras, module_for_evaluation, phases_as_fitted
 from dnagpt.tasks.base import DNAGPTTask
 from dnagpt.utils.errors import CheckpointError, ConfigError
 from dnagpt.utils.pylogger import RankedLogger
@@ -93,6 +93,7 @@ def predict(cfg: DictConfig) -> Path:
     ckpt = read_checkpoint(cfg.ckpt, key="ckpt")
     check_task(ckpt, task_cls)
     module = module_for_evaluation(cfg, ckpt, key="ckpt")
+    phases_as_fitted(cfg.data, ckpt)
     prompts = task_cls.PREDICTION_INPUT(module.tokenizer, module.model.config.block_size, cfg.data, cfg.species)
     columns = Columns(**cfg.columns)
     source = RecordSource(cfg.input, cfg.format, cfg.reference, columns, cfg.paths.cache_dir, module.tokenizer)

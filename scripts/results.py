@@ -52,7 +52,7 @@ class Scale:
 
 
 SCALES = {
-    "cpu": Scale(pretrain_steps=3000, finetune_steps=1000, val_every=100, expression_epochs=20, full_data=True),
+    "cpu": Scale(pretrain_steps=3000, finetune_steps=1000, val_every=100, expression_epochs=10, full_data=True),
     "quick": Scale(pretrain_steps=3000, finetune_steps=200, val_every=100, expression_epochs=5, full_data=True,
                    val_batches=10),
     "smoke": Scale(pretrain_steps=4, finetune_steps=4, val_every=2, expression_epochs=1, full_data=False),
@@ -158,8 +158,8 @@ def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path 
             pretrained: Path, arms: Sequence[str] = tuple(ARMS)) -> Row:
     """Fine-tuned from the pre-training checkpoint and from random initialisation, same budget, same split per seed."""
     name = f"{signal}_{species}"
-    # data.phases as in experiment=finetune_gsr_cpu, given to both commands: evaluate.py has no experiment group, and a
-    # checkpoint does not record its phases (left out, the test would read phase 0 alone instead of the six averaged)
+    # data.phases as in experiment=finetune_gsr_cpu, given to both commands (evaluate.py has no experiment group; left
+    # out, it reads what the checkpoint recorded, and checkpoints written before that was recorded would read phase 0)
     data = [f"data.signals=[{signal}]", f"data.species.{signal}=[{species}]", "data.phases=6", *gsr_files(data_root, scale)]
     if signal == "tis":
         data.append("data.split=block")
@@ -183,16 +183,19 @@ def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path 
 
 
 def expression_row(out: Path, scale: Scale, folds: int, pretrained: Path, arms: Sequence[str] = tuple(ARMS)) -> Row:
-    """5-fold cross-validation on the mini set: each fold's test genes once, ridge fitted on the same training folds."""
+    """5-fold cross-validation on the mini set: each fold's test genes once, ridge fitted on the same training folds.
+    The recipe of docs/expression.md (epoch-based, best epoch by val R²) on the six phases (docs/phases.md)."""
+    data = ["data.split=kfold", f"data.n_folds={folds}", "data.phases=6"]
+    epochs = [f"trainer.max_epochs={scale.expression_epochs}", "trainer.max_steps=-1", "trainer.val_check_interval=1.0",
+              "trainer.check_val_every_n_epoch=1", "callbacks.model_checkpoint.every_n_train_steps=null"]
     row = Row("expression", f"expression (mini set), {folds}-fold CV: test R²", curve="val/r2", spread="sd",
               metrics={"R²": "test/r2", "ridge R²": "test/ridge_r2"},
               differences={"R² − ridge": ("test/r2", "test/ridge_r2")})
     for arm, init in init_arms(pretrained, arms):
         for fold in range(folds):
             base = out / "expression" / arm.replace(" ", "_") / f"fold{fold}"
-            split = ["data.split=kfold", f"data.n_folds={folds}", f"data.fold={fold}"]
-            train = Run("train.py", ["task=expression", "model=tiny", "trainer=cpu", *split, *init,
-                                     f"trainer.max_epochs={scale.expression_epochs}", "test=false"],
+            split = [*data, f"data.fold={fold}"]
+            train = Run("train.py", ["task=expression", "model=tiny", "trainer=cpu", *split, *init, *epochs, "test=false"],
                         base / "train")
             evaluate = Run("evaluate.py", ["task=expression", *split, "ckpt_path={best}"], base / "eval")
             row.runs[(arm, fold)] = [train, evaluate]

@@ -387,8 +387,8 @@ COMMANDS: dict[str, Case] = {
     ),
     # docs/phases.md
     PHASES_GSR: Case(fill={"<pretrain .ckpt>": last(MAIN)}),
-    "python evaluate.py task=gsr data.phases=6 ckpt_path=<ckpt>": Case(
-        fill={"<ckpt>": last(PHASES_GSR)}, expect=("gsr_metrics.csv",)
+    "python evaluate.py task=gsr ckpt_path=<six-phase ckpt>": Case(
+        fill={"<six-phase ckpt>": last(PHASES_GSR)}, expect=("gsr_metrics.csv",)
     ),
     "python train.py task=expression data.phases=6 init_from=<pretrain .ckpt>": Case(
         fill={"<pretrain .ckpt>": last(MAIN)}, short=(WINDOW,)

@@ -234,12 +234,16 @@ def test_phases_train_then_evaluate_gsr_and_expression(make_cfg, tmp_path: Path,
         got = evaluate(ev)
     assert {"test/all/auroc", "test/pas_human/auroc", "test/all/baseline_auroc"} <= set(got)
     assert "data.phases" not in caplog.text
-    # the checkpoint records its phases: tested on phase 0 alone, the run says how it was fitted and what to pass
-    ev = make_cfg("evaluate", [*GSR_PHASES[:-1], f"ckpt_path={ckpt}", "trainer.limit_test_batches=1"])
+    # the checkpoint records its phases: data.phases unset scores it as fitted, the same figures as data.phases=6
+    ev = make_cfg("evaluate", [*GSR_PHASES[:-1], f"ckpt_path={ckpt}"])
+    ev.paths.output_dir = str(tmp_path / "eval_unset")
+    assert evaluate(ev)["test/all/auroc"] == got["test/all/auroc"]
+    # phase 0 alone on purpose: the run says how the checkpoint was fitted
+    ev = make_cfg("evaluate", [*GSR_PHASES[:-1], "data.phases=1", f"ckpt_path={ckpt}", "trainer.limit_test_batches=1"])
     ev.paths.output_dir = str(tmp_path / "eval_phase0")
     with caplog.at_level(logging.WARNING):
         evaluate(ev)
-    assert f"{ckpt} was fitted with data.phases=6, this test reads data.phases=1: pass data.phases=6" in caplog.text
+    assert f"{ckpt} was fitted with data.phases=6, this run reads data.phases=1: leave data.phases unset" in caplog.text
     expr = ["task=expression", "data.window=[-150,150]", "model.block_size=64", "data.phases=6"]
     out = tmp_path / "expr"
     cfg = make_cfg("train", expr)

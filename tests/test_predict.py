@@ -2,6 +2,7 @@
 process or two DDP ranks), windows of a record are averaged, and a wrong checkpoint, task or input is named."""
 
 import csv
+import logging
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from inference_data import PAS, TOK, XPRESSO, compose_command, save_ckpt, table_rows, tiny_task, write_fasta
 
+from dnagpt.checkpointing import CKPT_KEY
 from dnagpt.data.expression import ExpressionDataModule
 from dnagpt.data.gsr import GSRDataset, cut_signal
 from dnagpt.data.gsr_table import read_gsr_tsv
@@ -95,6 +97,29 @@ def test_gsr_table_holds_the_task_scores_in_input_order(gsr, pas_fasta, tmp_path
     assert [r["name"] for r in got] == [f"w{i}" for i in range(10)]
     assert list(got[0]) == ["row", "name", "p_true"]
     np.testing.assert_allclose([float(r["p_true"]) for r in got], want, rtol=1e-5)
+
+
+def test_a_six_phase_checkpoint_predicts_as_it_was_fitted(gsr, pas_fasta, tmp_path, caplog) -> None:
+    """``data.phases`` unset reads the checkpoint's own (the mean of six phases); a value given on purpose is kept,
+    with a warning naming what the checkpoint was fitted with."""
+    task, ckpt = gsr
+    state = torch.load(ckpt, weights_only=False)
+    state[CKPT_KEY]["data_phases"] = 6
+    six = tmp_path / "six.ckpt"
+    torch.save(state, six)
+    table = read_gsr_tsv(PAS, "pas").take(np.arange(10))
+    scores = {}
+    for phases in (1, 6):
+        dataset = GSRDataset(table, TOK, sorted(set(table.motif)), phases)
+        batch = {k: torch.stack([item[k] for item in dataset]) for k in ("input_ids", "answer_pos")}
+        with torch.no_grad():
+            scores[phases] = task.score(task.answer_logits(batch)).numpy()
+    got = run(tmp_path / "unset", "task=gsr", f"ckpt={six}", f"input={pas_fasta}", "species=bovine")
+    np.testing.assert_allclose([float(r["p_true"]) for r in got], scores[6], rtol=1e-5)
+    with caplog.at_level(logging.WARNING):
+        got = run(tmp_path / "one", "task=gsr", f"ckpt={six}", f"input={pas_fasta}", "species=bovine", "data.phases=1")
+    np.testing.assert_allclose([float(r["p_true"]) for r in got], scores[1], rtol=1e-5)
+    assert f"{six} was fitted with data.phases=6, this run reads data.phases=1" in caplog.text
 
 
 def test_expression_reads_its_training_table_as_is(tmp_path) -> None:

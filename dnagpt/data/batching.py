@@ -107,13 +107,16 @@ class ResumableSampler(DistributedSampler):
                 "samples": len(self.dataset)}  # fmt: skip
 
 
-def check_phases(phases: int, train_phases: str, k: int) -> None:
-    """``data.phases`` is 1 (the release's one cut) or ``k`` (every cut of a k-mer); ``data.train_phases`` one of
-    :data:`TRAIN_PHASES`."""
+def checked_phases(phases: int | None, train_phases: str, k: int) -> int:
+    """``data.phases``: 1 (the release's one cut) or ``k`` (every cut of a k-mer); ``None``, the config default, is 1
+    here (evaluate and predict first replace it by what their checkpoint was fitted with: ``pipeline.phases_as_fitted``).
+    ``data.train_phases`` is one of :data:`TRAIN_PHASES`."""
+    phases = 1 if phases is None else phases
     if phases not in (1, k):
         raise ConfigError(f"data.phases={phases} must be 1 (the release's cut) or {k} (every phase of the {k}-mer cut)")
     if train_phases not in TRAIN_PHASES:
         raise ConfigError(f"data.train_phases={train_phases!r} must be one of {', '.join(TRAIN_PHASES)}")
+    return phases
 
 
 class PhaseRows(Dataset):

@@ -38,7 +38,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dnagpt.data.batching import SplitLoaders, check_phases, ignore_preemption_signals, per_device_batch_size, training_rows
+from dnagpt.data.batching import (
+    SplitLoaders,
+    checked_phases,
+    ignore_preemption_signals,
+    per_device_batch_size,
+    training_rows,
+)
 from dnagpt.data.expression_table import (
     SPLIT_METHODS,
     ExpressionTable,
@@ -128,13 +134,13 @@ class ExpressionDataModule(SplitLoaders, L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         pin_memory: bool = False,
-        phases: int = 1,
+        phases: int | None = None,
         train_phases: str = "random",
         n_folds: int = 5,
         fold: int = 0,
     ) -> None:
         super().__init__()
-        check_phases(phases, train_phases, tokenizer.k)
+        phases = checked_phases(phases, train_phases, tokenizer.k)
         self.path = require_file("path", path)  # read in setup; a wrong path fails here, when the config is built
         if split not in SPLIT_METHODS:
             raise ConfigError(f"data.split={split!r} is not one of {SPLIT_METHODS}")

@@ -26,7 +26,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dnagpt.data.batching import SplitLoaders, check_phases, ignore_preemption_signals, per_device_batch_size, training_rows
+from dnagpt.data.batching import (
+    SplitLoaders,
+    checked_phases,
+    ignore_preemption_signals,
+    per_device_batch_size,
+    training_rows,
+)
 from dnagpt.data.gsr_table import (
     SIGNALS,
     GSRTable,
@@ -131,11 +137,11 @@ class GSRDataModule(SplitLoaders, L.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         seed: int = 1337,
-        phases: int = 1,
+        phases: int | None = None,
         train_phases: str = "random",
     ) -> None:
         super().__init__()
-        check_phases(phases, train_phases, tokenizer.k)
+        phases = checked_phases(phases, train_phases, tokenizer.k)
         unknown = [s for s in signals if s not in SIGNALS or s not in files]
         if unknown or not signals:
             raise ConfigError(f"signals {list(signals)}: each must be one of {sorted(SIGNALS)} with an entry in files")

@@ -107,7 +107,7 @@ class GSRInput(PredictionInput):
 
     def __init__(self, tokenizer: KmerTokenizer, block_size: int, data: Mapping[str, Any], species: str | None = "human"):
         super().__init__(tokenizer, block_size, data, species)
-        self.phases = int(data.get("phases", 1))
+        self.phases = int(data.get("phases") or 1)
         self.signal_of = {spec.window: name for name, spec in SIGNALS.items()}
         self.cut_lengths = sorted({spec.cut_len for spec in SIGNALS.values()})
         longest = phase_windows("N" * max(self.cut_lengths), self.phases)[0]
@@ -144,7 +144,7 @@ class ExpressionInput(PredictionInput):
                 "prompts; the features' z-scoring statistics belong to the training split and are not in a checkpoint"
             )
         start, end = (int(w) for w in data.get("window", (-1500, 1500)))
-        self.phases = int(data.get("phases", 1))
+        self.phases = int(data.get("phases") or 1)
         self.tss_index = int(data.get("tss_index", 7000))
         self.sequence_length = int(data.get("sequence_length", 10500))
         self.window_len = end - start

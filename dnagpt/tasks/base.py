@@ -103,7 +103,6 @@ class DNAGPTTask(LightningModule):
         self.skipped_batches = 0  # training batches dropped for a non-finite loss, kept across resumes
         self._batch_idx = 0  # of the batch in shared_step, for the non-finite message
         self._dropped = False  # the last training batch was dropped: optimizer_step skips the update
-        self.scored_phases: tuple[Path, int] | None = None  # (checkpoint, its fitted data.phases) of a scoring run
 
     # ---- weights -------------------------------------------------------------------------------------------------
     def load_weights(self, source: str | Path | Checkpoint, key: str = "init_from") -> None:
@@ -115,19 +114,7 @@ class DNAGPTTask(LightningModule):
             load_release_state_dict(self.model, ckpt.state_dict)  # our names pass the release renames unchanged
         except ValueError as err:
             raise CheckpointError(f"{ckpt.describe(key)}: {err}") from None
-        if key != "init_from" and ckpt.data_phases is not None:
-            self.scored_phases = (ckpt.path, ckpt.data_phases)  # not the checkpoint: its weights would stay in memory
         log.info(f"Initialised weights from {ckpt.path}")
-
-    def on_test_start(self) -> None:
-        """Warn when a checkpoint is tested on other ``data.phases`` than it was fitted with: the six-phase average is
-        what such a model is meant to be scored with, and ``evaluate.py`` cannot know it unless told (phase 0 alone is
-        a legitimate but different measurement, e.g. the decomposition of docs/phases.md)."""
-        tested = getattr(getattr(self.trainer, "datamodule", None), "phases", None)
-        if self.scored_phases is not None and tested is not None and self.scored_phases[1] != tested:
-            path, fitted = self.scored_phases
-            log.warning(f"{path} was fitted with data.phases={fitted}, this test reads data.phases={tested}: "
-                        f"pass data.phases={fitted} to score it as it was trained")  # fmt: skip
 
     def check_compatible(self, ckpt: Checkpoint, key: str) -> None:
         """Refuse a checkpoint of another tokenizer or model shape, naming both, before any weight is loaded."""
@@ -156,7 +143,7 @@ class DNAGPTTask(LightningModule):
             "wandb_run_id": wandb_ids[0] if wandb_ids else None,
             "task_class": f"{type(self).__module__}.{type(self).__qualname__}",  # what dnagpt.predict checks
             "skipped_batches": self.skipped_batches,
-            "data_phases": getattr(getattr(attached_trainer(self), "datamodule", None), "phases", None),  # on_test_start
+            "data_phases": getattr(getattr(attached_trainer(self), "datamodule", None), "phases", None),  # phases_as_fitted
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
