@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from inference_data import save_ckpt, tiny_task
 
 from dnagpt.model.markov import MarkovModel, choose_order
+from dnagpt.tasks.pretrain import PretrainTask
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,10 +59,15 @@ def test_a_known_order_two_source_is_recovered() -> None:
     assert grid[(0, beta)] > grid[(1, beta)] > grid[(2, beta)]
 
 
-def test_markov_grid_script_scores_every_cell_on_both_held_out_splits(tmp_path: Path) -> None:
+def grid_script():
     spec = importlib.util.spec_from_file_location("markov_grid", ROOT / "scripts" / "markov_grid.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_markov_grid_script_scores_every_cell_on_both_held_out_splits(tmp_path: Path) -> None:
+    script = grid_script()
     out = tmp_path / "grid.json"
     args = ["--max-order", "2", "--betas", "2", "8", "--out", str(out)]
     script.main(["corpus=bundled", f"paths.cache_dir={tmp_path}", *args])
@@ -70,3 +77,19 @@ def test_markov_grid_script_scores_every_cell_on_both_held_out_splits(tmp_path: 
     for split in ("val", "test"):  # real DNA: just under 2 bits a base, and context helps
         assert all(1.85 < v < 2.0 for v in scores[split].values())
         assert scores[split]["k=2 beta=8"] < scores[split]["k=0 beta=8"]
+
+
+def test_markov_grid_script_compares_a_checkpoint_species_by_species(tmp_path: Path) -> None:
+    """``--ckpt``: each species' held-out windows, the model against the yardstick's validation choice, and the rows
+    partition the windows. An untrained model spreads its mass evenly over the ids: log2(19,564) / 6 = 2.38 bits a base."""
+    script = grid_script()
+    ckpt = save_ckpt(tiny_task(PretrainTask), tmp_path / "pretrain.ckpt")
+    out = tmp_path / "grid.json"
+    windows = ["data.val_windows=12", "data.test_windows=12", "model.block_size=128"]
+    script.main(["corpus=bundled", f"paths.cache_dir={tmp_path}", *windows, "--max-order", "2", "--betas", "8",
+                 "--out", str(out), "--ckpt", str(ckpt)])  # fmt: skip
+    rows = json.loads(out.read_text())["by_species"]
+    for split in ("val", "test"):
+        mine = [r for r in rows if r["split"] == split]
+        assert sum(r["windows"] for r in mine) == 12 and len({r["species"] for r in mine}) == len(mine) > 1
+        assert all(2.35 < r["model"] < 2.41 and 1.85 < r["markov"] < 2.1 for r in mine)
