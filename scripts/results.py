@@ -22,7 +22,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,31 +131,41 @@ def gsr_files(data_root: Path | None, scale: Scale) -> list[str]:
             f"data.files.tis={data_root / 'gsr_tis_3species.tsv.gz'}"]
 
 
-def pretrain_row(out: Path, scale: Scale, data_root: Path | None) -> tuple[Row, Path]:
-    """The CPU recipe on the chromosome corpus (``--pretrain-dir`` may point at a run made before, resumed if unfinished)."""
-    corpus = [f"corpus.root={data_root}"] if data_root is not None and scale.full_data else ["corpus=bundled"]
+CORPORA = {"pretrain": ("chromosomes", "bundled"), "pretrain_human": ("chromosomes_human", "bundled_human")}
+"""Pre-training row -> its corpus with the shared data, and at smoke scale (the H vs M ablation: the same recipe on human
+chr20 alone against the six species)."""
+
+
+def pretrain_row(out: Path, scale: Scale, data_root: Path | None, name: str = "pretrain") -> tuple[Row, Path]:
+    """The CPU recipe on the chromosome corpus, or on its human part (``--pretrain-dir`` may point at a run made before,
+    resumed if unfinished)."""
+    full, small = CORPORA[name]
+    shared = data_root is not None and scale.full_data
+    corpus = [f"corpus={full}", f"corpus.root={data_root}"] if shared else [f"corpus={small}"]
     run = Run("train.py", ["experiment=pretrain_cpu", *corpus, f"trainer.max_steps={scale.pretrain_steps}",
                            f"trainer.val_check_interval={min(250, scale.val_every * 25) if scale.full_data else 2}",
                            "task.scheduler.warmup_steps=" + ("200" if scale.full_data else "1")],
               out)
-    row = Row("pretrain", "pre-training, held-out bits per base (lower is better) vs order-k Markov", {("model", 0): [run]},
+    what = "pre-training" + (", human only" if name == "pretrain_human" else "")
+    row = Row(name, f"{what}, held-out bits per base (lower is better) vs order-k Markov", {("model", 0): [run]},
               {"val bits/base": "val/bits_per_base", "test bits/base": "test/bits_per_base",
                "Markov val": "val/markov_bits_per_base", "Markov test": "test/markov_bits_per_base",
                "Markov k": "val/markov_order"}, curve="val/bits_per_base")
     return row, run.out / "checkpoints" / "last.ckpt"
 
 
-ARMS = {"pretrained": "pretrained", "random": "random init"}  # --arms name -> the arm's name in the table
+# --arms name -> the arm's name in the table; pretrained_human starts from the human-only pre-training (H vs M)
+ARMS = {"pretrained": "pretrained", "random": "random init", "pretrained_human": "pretrained, human only"}
 
 
-def init_arms(pretrained: Path, arms: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """The fine-tuning arms asked for, with the overrides that set their initialisation."""
-    inits = {"pretrained": [f"init_from={pretrained}"], "random": []}
-    return [(ARMS[a], inits[a]) for a in ARMS if a in arms]
+def init_arms(starts: Mapping[str, Path], arms: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The fine-tuning arms asked for, with the overrides that set their initialisation (``starts``: the checkpoint of
+    each pre-trained arm)."""
+    return [(ARMS[a], [f"init_from={starts[a]}"] if a in starts else []) for a in ARMS if a in arms]
 
 
 def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path | None, seeds: Sequence[int],
-            pretrained: Path, arms: Sequence[str] = tuple(ARMS)) -> Row:
+            starts: Mapping[str, Path], arms: Sequence[str] = tuple(ARMS)) -> Row:
     """Fine-tuned from the pre-training checkpoint and from random initialisation, same budget, same split per seed."""
     name = f"{signal}_{species}"
     # data.phases as in experiment=finetune_gsr_cpu, given to both commands (evaluate.py has no experiment group; left
@@ -173,7 +183,7 @@ def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path 
                        for column, key in (("acc", "acc"), ("AUROC", "auroc"))},
               differences={f"{column} − LR": (f"test/{name}/{key}", f"test/{name}/baseline_{key}")
                            for column, key in (("acc", "acc"), ("AUROC", "auroc"))})
-    for arm, init in init_arms(pretrained, arms):
+    for arm, init in init_arms(starts, arms):
         for seed in seeds:
             base = out / name / arm.replace(" ", "_") / f"seed{seed}"
             train = Run("train.py", ["experiment=finetune_gsr_cpu", f"seed={seed}", *data, *budget, *init], base / "train")
@@ -182,16 +192,17 @@ def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path 
     return row
 
 
-def expression_row(out: Path, scale: Scale, folds: int, pretrained: Path, arms: Sequence[str] = tuple(ARMS)) -> Row:
+def expression_row(out: Path, scale: Scale, folds: int, starts: Mapping[str, Path],
+                   arms: Sequence[str] = tuple(ARMS)) -> Row:
     """5-fold cross-validation on the mini set: each fold's test genes once, ridge fitted on the same training folds.
     The recipe of docs/expression.md (epoch-based, best epoch by val R²) on the six phases (docs/phases.md)."""
     data = ["data.split=kfold", f"data.n_folds={folds}", "data.phases=6"]
     epochs = [f"trainer.max_epochs={scale.expression_epochs}", "trainer.max_steps=-1", "trainer.val_check_interval=1.0",
               "trainer.check_val_every_n_epoch=1", "callbacks.model_checkpoint.every_n_train_steps=null"]
     row = Row("expression", f"expression (mini set), {folds}-fold CV: test R²", curve="val/r2", spread="sd",
-              metrics={"R²": "test/r2", "ridge R²": "test/ridge_r2"},
-              differences={"R² − ridge": ("test/r2", "test/ridge_r2")})
-    for arm, init in init_arms(pretrained, arms):
+              metrics={"R²": "test/r2", "ridge R²": "test/kmer_ridge_r2"},
+              differences={"R² − ridge": ("test/r2", "test/kmer_ridge_r2")})
+    for arm, init in init_arms(starts, arms):
         for fold in range(folds):
             base = out / "expression" / arm.replace(" ", "_") / f"fold{fold}"
             split = [*data, f"data.fold={fold}"]
@@ -280,17 +291,18 @@ def write_table(doc: Path, body: list[str], begin: str = BEGIN, end: str = END) 
     doc.write_text(head + begin + "\n" + "\n".join(body) + "\n" + end + rest.split(end, 1)[1])
 
 
-def build_rows(args: argparse.Namespace) -> tuple[Row, list[Row], Path]:
-    """The pre-training row, the fine-tuning rows, and the checkpoint these start from."""
+def build_rows(args: argparse.Namespace) -> tuple[list[Row], list[Row], dict[str, Path]]:
+    """The pre-training rows (six species, human only), the fine-tuning rows, and each pre-trained arm's checkpoint."""
     scale = SCALES[args.scale]
-    pre, last = pretrain_row(args.pretrain_dir or args.out / "pretrain", scale, args.data_root)
-    ckpt = args.pretrained or last
-    rows = [gsr_row("pas", sp, args.out, scale, args.data_root, args.seeds, ckpt, args.arms)
+    multi, last = pretrain_row(args.pretrain_dir or args.out / "pretrain", scale, args.data_root)
+    human, last_human = pretrain_row(args.out / "pretrain_human", scale, args.data_root, "pretrain_human")
+    starts = {"pretrained": args.pretrained or last, "pretrained_human": args.pretrained_human or last_human}
+    rows = [gsr_row("pas", sp, args.out, scale, args.data_root, args.seeds, starts, args.arms)
             for sp in ("human", "mouse", "bovine", "fruitfly")]
-    rows += [gsr_row("tis", sp, args.out, scale, args.data_root, args.seeds, ckpt, args.arms)
+    rows += [gsr_row("tis", sp, args.out, scale, args.data_root, args.seeds, starts, args.arms)
              for sp in ("yeast", "arabidopsis")]
-    rows.append(expression_row(args.out, scale, args.folds, ckpt, args.arms))
-    return pre, rows, ckpt
+    rows.append(expression_row(args.out, scale, args.folds, starts, args.arms))
+    return [multi, human], rows, starts
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -300,8 +312,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--pretrain-dir", type=Path, help="run directory of the pre-training (default: OUT/pretrain)")
-    parser.add_argument("--pretrained", type=Path, help="checkpoint the fine-tuning rows start from (default: the "
-                        "pre-training row's last.ckpt)")
+    parser.add_argument("--pretrained", type=Path, help="checkpoint the pretrained arm starts from (default: the "
+                        "pretrain row's last.ckpt)")
+    parser.add_argument("--pretrained-human", type=Path, help="checkpoint the pretrained_human arm starts from "
+                        "(default: the pretrain_human row's last.ckpt, OUT/pretrain_human)")
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--only", default="", help="comma-separated row names (default: all)")
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
@@ -314,25 +328,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.data_root is not None and not args.data_root.is_dir():
         parser.error(f"--data-root {args.data_root}: no such folder")
 
-    pre, rows, pretrained = build_rows(args)
+    pres, rows, starts = build_rows(args)
+    every = [*pres, *rows]
     wanted = {n for n in args.only.split(",") if n}
-    unknown = wanted - {r.name for r in (pre, *rows)}
+    unknown = wanted - {r.name for r in every}
     if unknown:
-        parser.error(f"--only {','.join(sorted(unknown))}: no such row; rows: {', '.join(r.name for r in (pre, *rows))}")
-    chosen = [r for r in (pre, *rows) if not wanted or r.name in wanted]
+        parser.error(f"--only {','.join(sorted(unknown))}: no such row; rows: {', '.join(r.name for r in every)}")
+    chosen = [r for r in every if not wanted or r.name in wanted]
     if args.dry_run:
         for row in chosen:
             for runs in row.runs.values():
                 for run in runs:
                     log.info(" ".join(run.command()[1:]))
         return
-    needs_pretrained = "pretrained" in args.arms and chosen != [pre] and pre not in chosen
-    if needs_pretrained and not pretrained.is_file() and not args.report_only:
-        parser.error(f"the fine-tuning rows start from {pretrained}, which does not exist: run the pretrain row first "
-                     "or name a checkpoint with --pretrained")
+    fine_tuning = any(row not in pres for row in chosen)
+    for arm, pre in zip(("pretrained", "pretrained_human"), pres, strict=True):
+        if fine_tuning and arm in args.arms and pre not in chosen and not starts[arm].is_file() and not args.report_only:
+            parser.error(f"the {arm} arm starts from {starts[arm]}, which does not exist: run the {pre.name} row first "
+                         f"or name a checkpoint with --{arm.replace('_', '-')}")
+    began = ", ".join(f"{ARMS[a]} from `{starts[a].name}`" for a in args.arms if a in starts)
     body = [f"Regenerated by `python scripts/results.py --data-root /path/to/shared/data --scale {args.scale} "
             f"--seeds {' '.join(map(str, args.seeds))} --folds {args.folds}` (rows: {', '.join(r.name for r in chosen)}); "
-            f"fine-tuning starts from `{pretrained.name}`.", ""]
+            f"fine-tuning arms: {began or 'random init only'}.", ""]
     figures = args.doc.parent / "results"
     for row in chosen:
         body += summarise(row, execute(row, args.report_only))

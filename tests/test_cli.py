@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from dnagpt.cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPORA = "bundled, bundled_human, chromosomes, human, multispecies"
+CORPORA = "bundled, bundled_human, chromosomes, chromosomes_human, human, multispecies"
 
 # a user's experiment that builds on one of ours and overrides it: what docs/install.md shows
 MY_CPU = """\

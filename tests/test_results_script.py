@@ -14,6 +14,7 @@ results = sys.modules["results_script"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(results)
 
 DOC = "# Results\n\nprose before\n\n<!-- results:begin -->\nold table\n<!-- results:end -->\n\nprose after\n"
+STARTS = {"pretrained": Path("pre.ckpt"), "pretrained_human": Path("pre_h.ckpt")}
 
 
 def test_interval_is_the_student_t_half_width_over_seeds_and_the_sd_over_folds() -> None:
@@ -24,7 +25,7 @@ def test_interval_is_the_student_t_half_width_over_seeds_and_the_sd_over_folds()
 
 
 def test_the_table_gives_the_model_minus_its_baseline_per_seed(tmp_path: Path) -> None:
-    row = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0, 1, 2], Path("p.ckpt"), ["random"])
+    row = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0, 1, 2], STARTS, ["random"])
     for seed, (ours, lr) in enumerate([(0.86, 0.85), (0.84, 0.84), (0.90, 0.88)]):  # splits differ: so do baselines
         scored = row.runs[("random init", seed)][-1].out
         scored.mkdir(parents=True)
@@ -60,28 +61,60 @@ def test_a_preempted_run_is_resumed_not_taken_as_done(tmp_path: Path) -> None:
 
 
 def test_arms_choose_the_initialisations_run(tmp_path: Path) -> None:
-    row = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0, 1], Path("pre.ckpt"), ["random"])
+    row = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0, 1], STARTS, ["random"])
     assert sorted(row.runs) == [("random init", 0), ("random init", 1)]
     assert not any(o.startswith("init_from=") for runs in row.runs.values() for o in runs[0].overrides)
-    both = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0], Path("pre.ckpt"))
-    assert [arm for arm, _ in both.runs] == ["pretrained", "random init"]
-    assert "init_from=pre.ckpt" in both.runs[("pretrained", 0)][0].overrides
-    train, evaluate = both.runs[("random init", 0)]
+    every = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0], STARTS)
+    assert [arm for arm, _ in every.runs] == ["pretrained", "random init", "pretrained, human only"]
+    assert "init_from=pre.ckpt" in every.runs[("pretrained", 0)][0].overrides
+    assert "init_from=pre_h.ckpt" in every.runs[("pretrained, human only", 0)][0].overrides
+    train, evaluate = every.runs[("random init", 0)]
     assert "data.phases=6" in train.overrides and "data.phases=6" in evaluate.overrides  # tested as it was trained
+
+
+def test_h_vs_m_pre_trainings_differ_only_in_the_corpus(tmp_path: Path) -> None:
+    multi, _ = results.pretrain_row(tmp_path / "m", results.SCALES["cpu"], Path("/data"))
+    human, last = results.pretrain_row(tmp_path / "h", results.SCALES["cpu"], Path("/data"), "pretrain_human")
+    (m,), (h,) = ([run.overrides for run in row.runs[("model", 0)]] for row in (multi, human))
+    assert [o for o in m if o not in h] == ["corpus=chromosomes"]
+    assert [o for o in h if o not in m] == ["corpus=chromosomes_human"]
+    assert last == tmp_path / "h" / "checkpoints" / "last.ckpt"
+
+
+def test_a_missing_pre_training_is_named_before_anything_runs(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        results.main(["--scale", "smoke", "--only", "pas_human", "--arms", "pretrained_human", "--out", str(tmp_path)])
+    missing = tmp_path / "pretrain_human" / "checkpoints" / "last.ckpt"
+    assert (f"the pretrained_human arm starts from {missing}, which does not exist: run the pretrain_human row first or "
+            "name a checkpoint with --pretrained-human") in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.slow
 def test_results_script_smoke(tmp_path: Path) -> None:
     doc = tmp_path / "results.md"
     doc.write_text(DOC)
-    cmd = [sys.executable, str(ROOT / "scripts" / "results.py"), "--scale", "smoke", "--only", "pretrain,pas_human",
-           "--seeds", "0", "--out", str(tmp_path / "runs"), "--doc", str(doc)]
+    cmd = [sys.executable, str(ROOT / "scripts" / "results.py"), "--scale", "smoke", "--seeds", "0",
+           "--only", "pretrain,pretrain_human,pas_human", "--out", str(tmp_path / "runs"), "--doc", str(doc)]
     subprocess.run(cmd, check=True, cwd=tmp_path, timeout=1800)
     text = doc.read_text()
     assert "prose before" in text and "prose after" in text and "old table" not in text
-    assert "| pretrained | 1 |" in text and "| random init | 1 |" in text  # both arms trained, evaluated and scored
+    for arm in ("pretrained", "random init", "pretrained, human only"):  # every arm trained, evaluated and scored
+        assert f"| {arm} | 1 |" in text
     assert (doc.parent / "results" / "pas_human.png").stat().st_size > 0
     # a second call finds every run done and rewrites the same table without training again
     before = {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("metrics.json")}
     subprocess.run(cmd, check=True, cwd=tmp_path, timeout=600)
     assert {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("metrics.json")} == before
+
+
+@pytest.mark.slow
+def test_expression_row_smoke(tmp_path: Path) -> None:
+    """The cross-validation row through the real commands: every fold scored, the model and the tuned ridge read back."""
+    doc = tmp_path / "results.md"
+    cmd = [sys.executable, str(ROOT / "scripts" / "results.py"), "--scale", "smoke", "--only", "expression", "--folds", "2",
+           "--arms", "random", "--out", str(tmp_path / "runs"), "--doc", str(doc)]
+    subprocess.run(cmd, check=True, cwd=tmp_path, timeout=1800)
+    line = next(x for x in doc.read_text().splitlines() if x.startswith("| random init |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "2" and "–" not in cells  # R², ridge R² and their difference, as mean ± SD over the two folds

@@ -148,9 +148,9 @@ def test_installed_commands_download_train_evaluate(installed) -> None:
 
     out = installed.run("dnagpt", "--help").stdout
     assert all(f"  {name}  " in out for name in COMMANDS)
-    assert "  corpus: bundled, bundled_human, chromosomes, human, multispecies\n" in out
+    assert "  corpus: bundled, bundled_human, chromosomes, chromosomes_human, human, multispecies\n" in out
     out = installed.run("dnagpt", "train", "--config-dir", "myconf", "--help").stdout
-    assert "corpus: bundled, bundled_human, chromosomes, excerpt, human, multispecies\n" in out
+    assert "corpus: bundled, bundled_human, chromosomes, chromosomes_human, excerpt, human, multispecies\n" in out
 
     with serving(BUNDLED) as base:
         installed.run("dnagpt", "download", "--config-dir", "myconf", "corpus=excerpt",
@@ -179,7 +179,8 @@ BAD = [  # what a user sees: one line on stderr, exit status 1, nothing run
         "(dnagpt --help)",
     ),
     (["dnagpt", "train", "corpus=multi_species"], "Configuration error: dnagpt-train corpus=multi_species: In 'train': "
-     "Could not find 'corpus/multi_species'; available: bundled, bundled_human, chromosomes, human, multispecies"),
+     "Could not find 'corpus/multi_species'; available: bundled, bundled_human, chromosomes, chromosomes_human, human, "
+     "multispecies"),
     (["dnagpt-evaluate", "--config-dir", "nowhere", "ckpt_path=x"], "Configuration error: dnagpt-evaluate --config-dir "
      "nowhere: no such folder ({work}/nowhere); it holds your own config groups as sub-folders, "
      "e.g. experiment/my_run.yaml, used as experiment=my_run"),
