@@ -243,13 +243,14 @@ def interval(values: Sequence[float], spread: str, signed: bool = False) -> str:
 
 
 def summarise(row: Row, cost: str) -> list[str]:
-    """Markdown lines of one row: one line per arm, the columns of ``row.metrics``."""
-    arms = sorted({arm for arm, _ in row.runs}, key=list(dict.fromkeys(a for a, _ in row.runs)).index)
+    """Markdown lines of one row: one line per arm with a finished replicate, the columns of ``row.metrics``."""
     columns = [*row.metrics, *row.differences]
     lines = [f"**{row.what}** — {cost}", "",
              "| arm | n | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
-    for arm in arms:
+    for arm in dict.fromkeys(a for a, _ in row.runs):
         scored = [runs[-1].metrics() for (a, _), runs in row.runs.items() if a == arm and runs[-1].done]
+        if not scored:
+            continue
         cells = [interval([m.get(key, math.nan) for m in scored], row.spread) for key in row.metrics.values()]
         cells += [interval([m.get(ours, math.nan) - m.get(base, math.nan) for m in scored], row.spread, signed=True)
                   for ours, base in row.differences.values()]  # fmt: skip

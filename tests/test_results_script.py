@@ -25,7 +25,8 @@ def test_interval_is_the_student_t_half_width_over_seeds_and_the_sd_over_folds()
 
 
 def test_the_table_gives_the_model_minus_its_baseline_per_seed(tmp_path: Path) -> None:
-    row = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0, 1, 2], STARTS, ["random"])
+    row = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0, 1, 2], STARTS,
+                          ["pretrained", "random"])
     for seed, (ours, lr) in enumerate([(0.86, 0.85), (0.84, 0.84), (0.90, 0.88)]):  # splits differ: so do baselines
         scored = row.runs[("random init", seed)][-1].out
         scored.mkdir(parents=True)
@@ -36,6 +37,7 @@ def test_the_table_gives_the_model_minus_its_baseline_per_seed(tmp_path: Path) -
     # AUROC − LR: 0.01, 0.00, 0.02 -> mean +0.010, t(0.975, 2) * 0.01 / sqrt 3 = 0.025
     assert lines[4] == ("| random init | 3 | 0.700 ± 0.000 | 0.867 ± 0.076 | 0.750 ± 0.000 | 0.857 ± 0.052 "
                         "| -0.050 ± 0.000 | +0.010 ± 0.025 |")
+    assert lines[5:] == [""]  # the pretrained arm, never run, has no line
 
 
 def test_the_table_replaces_only_what_lies_between_the_markers(tmp_path: Path) -> None:
