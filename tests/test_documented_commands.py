@@ -422,6 +422,9 @@ COMMANDS: dict[str, Case] = {
     "python scripts/markov_grid.py corpus.root=/path/to/shared/data": Case(
         needs="network: the six whole chromosomes of corpus=chromosomes are not shipped"
     ),
+    "python scripts/markov_grid.py corpus.root=/path/to/shared/data --ckpt <pre-training>/checkpoints/last.ckpt": Case(
+        needs="network: the six whole chromosomes of corpus=chromosomes are not shipped"
+    ),
     "python train.py -m hparams_search=gsr_optuna experiment=finetune_gsr_cpu data.signals=[pas] data.species.pas=[human] "
     "data.files.pas=/path/to/gsr_pas_deepgsr_4species.tsv.gz trainer.max_steps=500 trainer.val_check_interval=100 "
     "trainer.limit_val_batches=20 test=false task.scheduler.warmup_steps=50 "
