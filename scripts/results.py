@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import math
+import re
 import resource
 import subprocess
 import sys
@@ -158,6 +159,11 @@ def pretrain_row(out: Path, scale: Scale, data_root: Path | None, name: str = "p
 ARMS = {"pretrained": "pretrained", "random": "random init", "pretrained_human": "pretrained, human only"}
 
 
+def arm_dir(arm: str) -> str:
+    """An arm's folder name: its table name with every run of other characters than letters and digits as one ``_``."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", arm)
+
+
 def init_arms(starts: Mapping[str, Path], arms: Sequence[str]) -> list[tuple[str, list[str]]]:
     """The fine-tuning arms asked for, with the overrides that set their initialisation (``starts``: the checkpoint of
     each pre-trained arm)."""
@@ -185,7 +191,7 @@ def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path 
                            for column, key in (("acc", "acc"), ("AUROC", "auroc"))})
     for arm, init in init_arms(starts, arms):
         for seed in seeds:
-            base = out / name / arm.replace(" ", "_") / f"seed{seed}"
+            base = out / name / arm_dir(arm) / f"seed{seed}"
             train = Run("train.py", ["experiment=finetune_gsr_cpu", f"seed={seed}", *data, *budget, *init], base / "train")
             evaluate = Run("evaluate.py", ["task=gsr", f"seed={seed}", *data, "ckpt_path={best}"], base / "eval")
             row.runs[(arm, seed)] = [train, evaluate]
@@ -204,7 +210,7 @@ def expression_row(out: Path, scale: Scale, folds: int, starts: Mapping[str, Pat
               differences={"R² − ridge": ("test/r2", "test/kmer_ridge_r2")})
     for arm, init in init_arms(starts, arms):
         for fold in range(folds):
-            base = out / "expression" / arm.replace(" ", "_") / f"fold{fold}"
+            base = out / "expression" / arm_dir(arm) / f"fold{fold}"
             split = [*data, f"data.fold={fold}"]
             train = Run("train.py", ["task=expression", "model=tiny", "trainer=cpu", *split, *init, *epochs, "test=false"],
                         base / "train")

@@ -70,6 +70,8 @@ def test_arms_choose_the_initialisations_run(tmp_path: Path) -> None:
     assert [arm for arm, _ in every.runs] == ["pretrained", "random init", "pretrained, human only"]
     assert "init_from=pre.ckpt" in every.runs[("pretrained", 0)][0].overrides
     assert "init_from=pre_h.ckpt" in every.runs[("pretrained, human only", 0)][0].overrides
+    human_only = every.runs[("pretrained, human only", 0)][0].out
+    assert human_only == tmp_path / "pas_human" / "pretrained_human_only" / "seed0" / "train"
     train, evaluate = every.runs[("random init", 0)]
     assert "data.phases=6" in train.overrides and "data.phases=6" in evaluate.overrides  # tested as it was trained
 
