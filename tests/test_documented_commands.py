@@ -414,8 +414,9 @@ COMMANDS: dict[str, Case] = {
     "python scripts/results.py --data-root /path/to/shared/data": Case(
         needs="network: the chromosomes and the full GSR sets are downloaded, not shipped"
     ),
-    "python scripts/results.py --data-root /path/to/shared/data --only pas_human,pas_mouse,pas_fruitfly,tis_yeast,"
-    "tis_arabidopsis --pretrained <pre-training run>/checkpoints/last.ckpt": Case(
+    "python scripts/results.py --data-root /path/to/shared/data --only pas_human,pas_mouse,pas_bovine,pas_fruitfly,"
+    "tis_yeast,tis_arabidopsis,expression --arms pretrained random "
+    "--pretrained <pre-training run>/checkpoints/last.ckpt": Case(
         needs="network: the chromosomes and the full GSR sets are downloaded, not shipped"
     ),
     # (tests/test_markov.py runs scripts/markov_grid.py on the bundled corpus)
