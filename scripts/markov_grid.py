@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,7 +64,7 @@ def model_bits(module: PretrainTask, dataset: Dataset, batch_size: int = 16) -> 
     bits = bases = 0.0
     for batch in DataLoader(dataset, batch_size=batch_size):
         res = module.model_step(batch)
-        bits += float(res["token_loss"] * res["n_targets"]) / math.log(2)
+        bits += float(module.total_bits(res))
         bases += float(res["n_bases"])
     return bits / bases
 

@@ -132,22 +132,22 @@ def gsr_files(data_root: Path | None, scale: Scale) -> list[str]:
             f"data.files.tis={data_root / 'gsr_tis_3species.tsv.gz'}"]
 
 
-CORPORA = {"pretrain": ("chromosomes", "bundled"), "pretrain_human": ("chromosomes_human", "bundled_human")}
-"""Pre-training row -> its corpus with the shared data, and at smoke scale (the H vs M ablation: the same recipe on human
-chr20 alone against the six species)."""
+CORPORA = {"pretrain": ("chromosomes", "bundled", "pre-training"),
+           "pretrain_human": ("chromosomes_human", "bundled_human", "pre-training, human only")}
+"""Pre-training row -> its corpus with the shared data, at smoke scale, and its name in the table (the H vs M ablation:
+the same recipe on human chr20 alone against the six species)."""
 
 
 def pretrain_row(out: Path, scale: Scale, data_root: Path | None, name: str = "pretrain") -> tuple[Row, Path]:
     """The CPU recipe on the chromosome corpus, or on its human part (``--pretrain-dir`` may point at a run made before,
     resumed if unfinished)."""
-    full, small = CORPORA[name]
+    full, small, what = CORPORA[name]
     shared = data_root is not None and scale.full_data
     corpus = [f"corpus={full}", f"corpus.root={data_root}"] if shared else [f"corpus={small}"]
     run = Run("train.py", ["experiment=pretrain_cpu", *corpus, f"trainer.max_steps={scale.pretrain_steps}",
                            f"trainer.val_check_interval={min(250, scale.val_every * 25) if scale.full_data else 2}",
                            "task.scheduler.warmup_steps=" + ("200" if scale.full_data else "1")],
               out)
-    what = "pre-training" + (", human only" if name == "pretrain_human" else "")
     row = Row(name, f"{what}, held-out bits per base (lower is better) vs order-k Markov", {("model", 0): [run]},
               {"val bits/base": "val/bits_per_base", "test bits/base": "test/bits_per_base",
                "Markov val": "val/markov_bits_per_base", "Markov test": "test/markov_bits_per_base",

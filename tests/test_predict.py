@@ -85,14 +85,19 @@ def test_expression_prompts_are_the_training_prompts(phases: int) -> None:
 
 
 # ---- the command ------------------------------------------------------------------------------------------------------
+def first_pas_scores(task: GSRTask, phases: int) -> np.ndarray:
+    """The task's p(true) of the shipped PAS file's first 10 rows (those of ``pas_fasta``), read as training reads them."""
+    table = read_gsr_tsv(PAS, "pas").take(np.arange(10))
+    dataset = GSRDataset(table, TOK, sorted(set(table.motif)), phases)
+    batch = {k: torch.stack([item[k] for item in dataset]) for k in ("input_ids", "answer_pos")}
+    with torch.no_grad():
+        return task.score(task.answer_logits(batch)).numpy()
+
+
 def test_gsr_table_holds_the_task_scores_in_input_order(gsr, pas_fasta, tmp_path) -> None:
     task, ckpt = gsr
     got = run(tmp_path, "task=gsr", f"ckpt={ckpt}", f"input={pas_fasta}", "species=bovine")  # the file's first rows
-    table = read_gsr_tsv(PAS, "pas").take(np.arange(10))
-    dataset = GSRDataset(table, TOK, sorted(set(table.motif)))
-    batch = {k: torch.stack([item[k] for item in dataset]) for k in ("input_ids", "answer_pos")}
-    with torch.no_grad():
-        want = task.score(task.answer_logits(batch)).numpy()
+    want = first_pas_scores(task, phases=1)
     assert [r["row"] for r in got] == [str(i) for i in range(10)]
     assert [r["name"] for r in got] == [f"w{i}" for i in range(10)]
     assert list(got[0]) == ["row", "name", "p_true"]
@@ -107,13 +112,7 @@ def test_a_six_phase_checkpoint_predicts_as_it_was_fitted(gsr, pas_fasta, tmp_pa
     state[CKPT_KEY]["data_phases"] = 6
     six = tmp_path / "six.ckpt"
     torch.save(state, six)
-    table = read_gsr_tsv(PAS, "pas").take(np.arange(10))
-    scores = {}
-    for phases in (1, 6):
-        dataset = GSRDataset(table, TOK, sorted(set(table.motif)), phases)
-        batch = {k: torch.stack([item[k] for item in dataset]) for k in ("input_ids", "answer_pos")}
-        with torch.no_grad():
-            scores[phases] = task.score(task.answer_logits(batch)).numpy()
+    scores = {phases: first_pas_scores(task, phases) for phases in (1, 6)}
     got = run(tmp_path / "unset", "task=gsr", f"ckpt={six}", f"input={pas_fasta}", "species=bovine")
     np.testing.assert_allclose([float(r["p_true"]) for r in got], scores[6], rtol=1e-5)
     with caplog.at_level(logging.WARNING):

@@ -185,10 +185,14 @@ class PretrainDataModule(L.LightningDataModule):
         )
 
     def heldout_dataset(self, split: str) -> PretrainWindowDataset:
+        return PretrainWindowDataset(self._species, self.builder, self._fixed_items(split))
+
+    def _fixed_items(self, split: str) -> list[HeldoutItem]:
+        """The ``split`` windows, drawn once: the model's loader and the yardsticks' sequences read the same list."""
         self._require_setup()
         if split not in self._heldout:
             self._heldout[split] = self._heldout_items(split)
-        return PretrainWindowDataset(self._species, self.builder, self._heldout[split])
+        return self._heldout[split]
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -226,9 +230,8 @@ class PretrainDataModule(L.LightningDataModule):
 
     def heldout_sequences(self, split: str) -> list[np.ndarray]:
         """The bases of each ``split`` window as the model reads them (reversed where the order task drew so)."""
-        self._require_setup()
         return [self.builder.present(self._plans[i].genome.window(r.record, r.start, r.end), draw)
-                for i, r, draw in self._heldout_items(split)]  # fmt: skip
+                for i, r, draw in self._fixed_items(split)]  # fmt: skip
 
     def _require_setup(self) -> None:
         if self._plans is None:

@@ -96,6 +96,11 @@ class PretrainTask(DNAGPTTask):
             "n_targets": n_targets, "n_bases": n_bases, "p_reversed": p_reversed, "gc_pred": gc_pred, "gc_true": gc_true,
         }
 
+    @staticmethod
+    def total_bits(res: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A :meth:`model_step`'s token cross-entropy summed over its targets, in bits (÷ ``n_bases``: bits per base)."""
+        return res["token_loss"] * res["n_targets"] / math.log(2)
+
     def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor] | None:
         res = self.model_step(batch)
         if self.drop_nonfinite(split, {name: res[name] for name in ("token_loss", "order_loss", "gc_loss", "loss")}):
@@ -108,8 +113,7 @@ class PretrainTask(DNAGPTTask):
             return res
         self.loss_mean[split].update(res["loss"].detach())
         self.token_loss_mean[split].update(res["token_loss"].detach(), weight=res["n_targets"])
-        bits = res["token_loss"].detach() * res["n_targets"] / (res["n_bases"] * math.log(2))
-        self.bits_per_base[split].update(bits, weight=res["n_bases"])
+        self.bits_per_base[split].update(self.total_bits(res).detach() / res["n_bases"], weight=res["n_bases"])
         self.order_acc[split].update(res["p_reversed"].detach(), batch["order_label"])
         if res["gc_true"].numel():
             self.gc_r2[split].update(res["gc_pred"].detach(), res["gc_true"])
