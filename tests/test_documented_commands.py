@@ -158,7 +158,7 @@ EXPRESSION = "python train.py task=expression init_from=<pretrain .ckpt>"
 EXPRESSION_EPOCHS = (
     "python train.py task=expression init_from=<pretrain>/checkpoints/last.ckpt trainer=cpu trainer.max_steps=-1 "
     "trainer.max_epochs=10 trainer.val_check_interval=1.0 trainer.check_val_every_n_epoch=1 "
-    "callbacks.model_checkpoint.every_n_train_steps=null"
+    "callbacks.model_checkpoint.every_n_train_steps=null data.phases=6 task.optimizer.lr=3e-4"
 )
 YELMEN = "python train.py experiment=genomes_yelmen805"
 DENSE = "python train.py experiment=genomes_dense"
