@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import math
+import os
 import re
 import resource
 import subprocess
@@ -329,6 +330,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
                         help="fine-tuning arms to run (random needs no pre-training checkpoint)")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
+    parser.add_argument("--threads", type=int, help="torch/BLAS threads per run (OMP_NUM_THREADS of the children; "
+                        "default: torch's, one per core): several drivers on one machine want cores / drivers each, "
+                        "else they oversubscribe the cores (docs/results.md: 58 vs 15-17 min per GSR run on 2 cores)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and write nothing")
     parser.add_argument("--report-only", action="store_true", help="run nothing: tabulate the finished runs")
     args = parser.parse_args(argv)
@@ -336,6 +340,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.data_root is not None and not args.data_root.is_dir():
         parser.error(f"--data-root {args.data_root}: no such folder")
 
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads {args.threads}: give at least 1")
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by every train.py / evaluate.py it starts
     pres, rows, starts = build_rows(args)
     every = [*pres, *rows]
     wanted = {n for n in args.only.split(",") if n}

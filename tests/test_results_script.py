@@ -94,6 +94,15 @@ def test_a_missing_pre_training_is_named_before_anything_runs(tmp_path: Path, ca
     assert not any(tmp_path.iterdir())
 
 
+def test_threads_reach_every_run_it_starts(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    results.main(["--scale", "smoke", "--only", "pas_human", "--arms", "random", "--threads", "1", "--dry-run",
+                  "--out", str(tmp_path)])
+    assert results.os.environ["OMP_NUM_THREADS"] == "1"  # subprocess.run passes the environment on
+    with pytest.raises(SystemExit):
+        results.main(["--threads", "0", "--dry-run", "--out", str(tmp_path)])
+
+
 @pytest.mark.slow
 def test_results_script_smoke(tmp_path: Path) -> None:
     doc = tmp_path / "results.md"
