@@ -9,7 +9,8 @@ each step in a child process (under ``nice -n 10``) so that the bench's own memo
 its wall and CPU seconds around the call and its peak resident memory:
 
 * ``build_cache`` MB/s of FASTA text, interleaved with the I/O ceiling of the same file, a plain ``read`` loop or a
-  ``gzip`` read-through (median of ``--rounds``), and pyfastx's own index building as another reader's first cost;
+  gzip read-through with the inflater ``build_cache`` uses (ISA-L) and with zlib's (median of ``--rounds``), and
+  pyfastx's own index building as another reader's first cost;
 * cache bytes per base; peak RSS at two genome sizes (1/8 and the full size: flat means it does not grow);
 * 4 processes calling ``build_cache`` at once on one cache, against 4 on separate caches (each encodes, as every
   process did before the writer lock); how many encoded, from their logs;
