@@ -85,20 +85,22 @@ class Run:
         return json.loads((self.out / "metrics.json").read_text())
 
     def execute(self) -> dict[str, float]:
-        """Run it (unless done) and return its cost: CPU seconds of the child processes and wall seconds."""
+        """Run it (unless done) and return its cost: CPU seconds of the child processes and wall seconds, ``partial``
+        when it resumed an earlier attempt (whose cost an interrupted driver never recorded)."""
         cost_file = self.out / "cost.json"
         if self.done:
             return json.loads(cost_file.read_text()) if cost_file.is_file() else {"cpu_s": math.nan, "wall_s": math.nan}
         self.out.mkdir(parents=True, exist_ok=True)
+        command = self.command()
         before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-        log.info("running %s", " ".join(self.command()))
+        log.info("running %s", " ".join(command))
         with open(self.out / "command.log", "a") as fh:
-            proc = subprocess.run(self.command(), cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+            proc = subprocess.run(command, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
         if proc.returncode != 0:
             raise RuntimeError(f"{self.script} failed (exit {proc.returncode}); see {self.out / 'command.log'}")
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cost = {"cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
-                "wall_s": time.monotonic() - start}
+                "wall_s": time.monotonic() - start, "partial": "ckpt_path=auto" in command}
         cost_file.write_text(json.dumps(cost))
         return cost
 
@@ -223,18 +225,21 @@ def expression_row(out: Path, scale: Scale, folds: int, starts: Mapping[str, Pat
 
 def execute(row: Row, report_only: bool = False) -> str:
     """Run every command of the row in order (the ``{best}`` placeholder is the preceding train run's best checkpoint);
-    returns the CPU time they took, a lower bound ("≥") when some run's cost was not recorded. ``report_only`` runs
-    nothing: the finished replicates are reported, the others left out (the table's n says how many)."""
-    costs = []
+    returns the CPU time they took, a lower bound ("≥") when some run's cost was not recorded or only in part.
+    ``report_only`` runs nothing: the finished replicates are reported, the others left out (the table's n says how
+    many)."""
+    costs, partial = [], False
     for runs in row.runs.values():
         if report_only and not all(run.done for run in runs):
             continue
         for i, run in enumerate(runs):
             run.overrides = [o.replace("{best}", str(best_checkpoint(runs[i - 1].out))) if "{best}" in o else o
                              for o in run.overrides]
-            costs.append(run.execute()["cpu_s"])
+            cost = run.execute()
+            costs.append(cost["cpu_s"])
+            partial |= cost.get("partial", False)
     known = [c for c in costs if math.isfinite(c)]
-    return f"{'' if len(known) == len(costs) else '≥ '}{sum(known) / 3600:.2f} CPU hours"
+    return f"{'' if len(known) == len(costs) and not partial else '≥ '}{sum(known) / 3600:.2f} CPU hours"
 
 
 def interval(values: Sequence[float], spread: str, signed: bool = False) -> str:

@@ -62,6 +62,15 @@ def test_a_preempted_run_is_resumed_not_taken_as_done(tmp_path: Path) -> None:
     assert run.done
 
 
+def test_a_resumed_run_costs_at_least_what_was_recorded(tmp_path: Path) -> None:
+    """The attempt before a resumption ran in a driver that never recorded its cost: the row's CPU time is "≥"."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    row = results.Row("r", "a row", runs={("model", 0): [results.Run("train.py", ["--help"], tmp_path)]})
+    assert results.execute(row).startswith("≥ ")
+    assert json.loads((tmp_path / "cost.json").read_text())["partial"] is True
+
+
 def test_arms_choose_the_initialisations_run(tmp_path: Path) -> None:
     row = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0, 1], STARTS, ["random"])
     assert sorted(row.runs) == [("random init", 0), ("random init", 1)]
