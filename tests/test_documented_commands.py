@@ -419,6 +419,9 @@ COMMANDS: dict[str, Case] = {
     "--pretrained <pre-training run>/checkpoints/last.ckpt": Case(
         needs="network: the chromosomes and the full GSR sets are downloaded, not shipped"
     ),
+    "python scripts/results.py --data-root /path/to/shared/data --only pretrain_human": Case(
+        needs="network: human chr20 of corpus=chromosomes_human is not shipped"
+    ),
     # (tests/test_markov.py runs scripts/markov_grid.py on the bundled corpus)
     "python scripts/markov_grid.py corpus.root=/path/to/shared/data": Case(
         needs="network: the six whole chromosomes of corpus=chromosomes are not shipped"
