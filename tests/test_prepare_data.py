@@ -240,3 +240,19 @@ def test_the_benchmark_genome_looks_real_and_encodes(tmp_path):
     g = EncodedGenome(build_cache(path, tmp_path / "c", TOK))
     assert len(g.names) == 11 and 3_000_000 - 8 <= g.lengths.sum() <= 3_000_000
     assert 0 < g.n_counts.sum() < 0.1 * g.lengths.sum()
+
+
+def test_the_gzip_speed_rows_measure_both_inflaters(tmp_path):
+    """One round of the bench's gzip section, through its real child processes: the encoder's rate against the
+    read-through with ISA-L (the inflater build_cache uses) and against zlib's inflate alone."""
+    from bench.prepare_data import _speed_rows, gzip_copy, write_fasta
+
+    plain, gz = tmp_path / "g.fa", tmp_path / "g.fa.gz"
+    size = write_fasta(plain, 1_000_000)
+    gzip_copy(plain, gz)
+    rows, built = _speed_rows(gz, tmp_path / "cache", "gzip", size, rounds=1)
+    baselines = [row.baseline for row in rows]
+    assert baselines.count("gzip read-through (ISA-L)") == 2 and "zlib's inflate alone (gzip module)" in baselines
+    assert all(row.value > 0 and row.baseline_value > 0 for row in rows)
+    lines = plain.read_bytes().split(b"\n")
+    assert built["bases"] == sum(len(line) for line in lines if not line.startswith(b">"))  # every base, once
