@@ -69,10 +69,15 @@ class Run:
     overrides: list[str]
     out: Path
 
+    @property
+    def resuming(self) -> bool:
+        """An earlier attempt left a last checkpoint: the run continues from it."""
+        return (self.out / "checkpoints" / "last.ckpt").is_file()
+
     def command(self) -> list[str]:
         """An interrupted training run resumes from its last checkpoint (which then replaces ``init_from``)."""
         overrides = self.overrides
-        if (self.out / "checkpoints" / "last.ckpt").is_file():
+        if self.resuming:
             overrides = [o for o in overrides if not o.startswith("init_from=")] + ["ckpt_path=auto"]
         return [sys.executable, str(ROOT / self.script), *overrides, *COMMON, f"hydra.run.dir={self.out}"]
 
@@ -91,7 +96,7 @@ class Run:
         if self.done:
             return json.loads(cost_file.read_text()) if cost_file.is_file() else {"cpu_s": math.nan, "wall_s": math.nan}
         self.out.mkdir(parents=True, exist_ok=True)
-        command = self.command()
+        command, resuming = self.command(), self.resuming
         before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
         log.info("running %s", " ".join(command))
         with open(self.out / "command.log", "a") as fh:
@@ -100,7 +105,7 @@ class Run:
             raise RuntimeError(f"{self.script} failed (exit {proc.returncode}); see {self.out / 'command.log'}")
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cost = {"cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
-                "wall_s": time.monotonic() - start, "partial": "ckpt_path=auto" in command}
+                "wall_s": time.monotonic() - start, "partial": resuming}
         cost_file.write_text(json.dumps(cost))
         return cost
 
