@@ -16,8 +16,11 @@ a ConfigError without a traceback (``dnagpt.utils.errors``); in-process callers 
 """
 
 import difflib
+import errno
 import inspect
+import os
 import re
+import socket
 from typing import Any, Literal
 
 import hydra
@@ -145,6 +148,7 @@ def _check_trainer(cfg: DictConfig) -> None:
             f"{', '.join(map(str, allowed))} (bf16-mixed is the default; 32-true where bf16 is slow)"
         )
     _check_hardware(t)
+    _check_rendezvous_port(t)
     _int(cfg, "seed", 0, "the random seed")
 
 
@@ -215,6 +219,31 @@ def _check_hardware(t: DictConfig) -> None:
             "torch.cuda.is_available() is False): use trainer=cpu, or trainer=ddp_sim for two CPU processes, or "
             "install the CUDA build of torch on a GPU machine"
         )
+
+
+def _check_rendezvous_port(t: DictConfig) -> None:
+    """A MASTER_PORT that something on this machine already holds: rank 0 cannot listen and fails, while the ranks it
+    started wait for it for ever. Checked where the ranks are started, on one machine, for a port set beforehand (a
+    shell, or a previous run in this Python process, left it; Lightning otherwise picks a free one itself)."""
+    port = os.environ.get("MASTER_PORT")
+    if port is None or "LOCAL_RANK" in os.environ or t.num_nodes != 1 or _world_size(t) in (None, 1):
+        return
+    if os.environ.get("MASTER_ADDR", "127.0.0.1") not in ("127.0.0.1", "localhost"):
+        return
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's store: a closed port is free
+        try:
+            sock.bind(("127.0.0.1", int(port)))
+        except (ValueError, OverflowError):
+            raise ConfigError(f"MASTER_PORT={port!r} (environment) must be a port number") from None
+        except OSError as err:
+            if err.errno != errno.EADDRINUSE:
+                raise
+            raise ConfigError(
+                f"MASTER_PORT={port} (environment) is already in use on this machine, so rank 0 of this "
+                f"{_world_size(t)}-process run could not listen and the others would wait for ever: unset MASTER_PORT "
+                "(Lightning then picks a free port) or set a free one"
+            ) from None
 
 
 def _world_size(t: DictConfig) -> int | None:

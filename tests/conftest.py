@@ -73,6 +73,17 @@ def wandb_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["WANDB_DATA_DIR"] = before
 
 
+@pytest.fixture(autouse=True)
+def restore_environment() -> Iterator[None]:
+    """Each test starts from the session's environment. Lightning's launchers leave MASTER_PORT (and PL_GLOBAL_SEED) in
+    os.environ; a later test's subprocess DDP run would inherit that port, which something may hold by then, and a
+    rank 0 that cannot listen leaves its rank 1 waiting for ever (two CI timeouts, stop 22)."""
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Encoded genome shards are built once per session and shared by every test."""

@@ -8,6 +8,7 @@ processes to check what a user sees: exit status 1, the paragraph on stderr, no 
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,24 @@ def test_bad_command_line_fails_before_anything_is_built(make_cfg, tmp_path, scr
     if isinstance(err.value, ConfigError):
         assert "\n\n" not in str(err.value)  # one paragraph
     assert not list(tmp_path.iterdir())  # no logger, checkpoint or metrics file: refused before the run began
+
+
+def test_a_taken_master_port_is_refused_before_the_ranks_start(make_cfg, tmp_path, monkeypatch) -> None:
+    """Rank 0 could not listen and the rank it had started would wait for it for ever (what hung CI at stop 22)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        monkeypatch.setenv("MASTER_PORT", str(port))
+        cfg = make_cfg("train", ["trainer=ddp_sim", "trainer.strategy=ddp"])
+        with pytest.raises(ConfigError, match=f"MASTER_PORT={port} \\(environment\\) is already in use"):
+            train(cfg)
+        assert not list(tmp_path.iterdir())
+        check_config(make_cfg("train", ["trainer=cpu"]))  # one process: no rendezvous
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        check_config(cfg)  # a rank Lightning (or torchrun) started: the port is its launcher's
+    monkeypatch.delenv("LOCAL_RANK")
+    check_config(cfg)  # free again
 
 
 # what a user sees: a real process per command line (several seconds each: the slow suite runs most of them)
