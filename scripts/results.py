@@ -146,21 +146,25 @@ CORPORA = {"pretrain": ("chromosomes", "bundled", "pre-training"),
 the same recipe on human chr20 alone against the six species)."""
 
 
-def pretrain_row(out: Path, scale: Scale, data_root: Path | None, name: str = "pretrain") -> tuple[Row, Path]:
-    """The CPU recipe on the chromosome corpus, or on its human part (``--pretrain-dir`` may point at a run made before,
-    resumed if unfinished)."""
+def pretrain_row(out: Path, scale: Scale, data_root: Path | None, seeds: Sequence[int],
+                 name: str = "pretrain") -> tuple[Row, Path]:
+    """The CPU recipe on the chromosome corpus, or on its human part, once per seed in ``out/seed<N>`` (``--pretrain-dir``
+    may point at runs made before, resumed if unfinished); the fine-tuning arms start from the first seed's last
+    checkpoint."""
     full, small, what = CORPORA[name]
     shared = data_root is not None and scale.full_data
     corpus = [f"corpus={full}", f"corpus.root={data_root}"] if shared else [f"corpus={small}"]
-    run = Run("train.py", ["experiment=pretrain_cpu", *corpus, f"trainer.max_steps={scale.pretrain_steps}",
-                           f"trainer.val_check_interval={min(250, scale.val_every * 25) if scale.full_data else 2}",
-                           "task.scheduler.warmup_steps=" + ("200" if scale.full_data else "1")],
-              out)
-    row = Row(name, f"{what}, held-out bits per base (lower is better) vs order-k Markov", {("model", 0): [run]},
+    recipe = ["experiment=pretrain_cpu", *corpus, f"trainer.max_steps={scale.pretrain_steps}",
+              f"trainer.val_check_interval={min(250, scale.val_every * 25) if scale.full_data else 2}",
+              "task.scheduler.warmup_steps=" + ("200" if scale.full_data else "1")]
+    row = Row(name, f"{what}, held-out bits per base (lower is better) vs order-k Markov",
+              {("model", seed): [Run("train.py", [*recipe, f"seed={seed}"], out / f"seed{seed}")] for seed in seeds},
               {"val bits/base": "val/bits_per_base", "test bits/base": "test/bits_per_base",
                "Markov val": "val/markov_bits_per_base", "Markov test": "test/markov_bits_per_base",
-               "Markov k": "val/markov_order"}, curve="val/bits_per_base")
-    return row, run.out / "checkpoints" / "last.ckpt"
+               "Markov k": "val/markov_order"},
+              {f"{part} − Markov": (f"{part}/bits_per_base", f"{part}/markov_bits_per_base") for part in ("val", "test")},
+              curve="val/bits_per_base")
+    return row, out / f"seed{seeds[0]}" / "checkpoints" / "last.ckpt"
 
 
 # --arms name -> the arm's name in the table; pretrained_human starts from the human-only pre-training (H vs M)
@@ -313,8 +317,9 @@ def write_table(doc: Path, body: list[str], begin: str = BEGIN, end: str = END) 
 def build_rows(args: argparse.Namespace) -> tuple[list[Row], list[Row], dict[str, Path]]:
     """The pre-training rows (six species, human only), the fine-tuning rows, and each pre-trained arm's checkpoint."""
     scale = SCALES[args.scale]
-    multi, last = pretrain_row(args.pretrain_dir or args.out / "pretrain", scale, args.data_root)
-    human, last_human = pretrain_row(args.out / "pretrain_human", scale, args.data_root, "pretrain_human")
+    multi, last = pretrain_row(args.pretrain_dir or args.out / "pretrain", scale, args.data_root, args.pretrain_seeds)
+    human, last_human = pretrain_row(args.out / "pretrain_human", scale, args.data_root, args.pretrain_seeds,
+                                     "pretrain_human")
     starts = {"pretrained": args.pretrained or last, "pretrained_human": args.pretrained_human or last_human}
     rows = [gsr_row("pas", sp, args.out, scale, args.data_root, args.seeds, starts, args.arms)
             for sp in ("human", "mouse", "bovine", "fruitfly")]
@@ -330,11 +335,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "results", help="where the runs go")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--pretrain-dir", type=Path, help="run directory of the pre-training (default: OUT/pretrain)")
+    parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=[1337, 1338, 1339],
+                        help="seeds of the pre-training rows (the first, the config's default, is the fine-tuning start)")
+    parser.add_argument("--pretrain-dir", type=Path, help="folder of the pre-training's seed<N> runs (default: "
+                        "OUT/pretrain)")
     parser.add_argument("--pretrained", type=Path, help="checkpoint the pretrained arm starts from (default: the "
-                        "pretrain row's last.ckpt)")
+                        "pretrain row's first seed's last.ckpt)")
     parser.add_argument("--pretrained-human", type=Path, help="checkpoint the pretrained_human arm starts from "
-                        "(default: the pretrain_human row's last.ckpt, OUT/pretrain_human)")
+                        "(default: the pretrain_human row's first seed's last.ckpt, OUT/pretrain_human/seed<N>)")
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--only", default="", help="comma-separated row names (default: all)")
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
@@ -374,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                          f"or name a checkpoint with --{arm.replace('_', '-')}")
     began = ", ".join(ARMS[a] + (f" from `{starts[a].name}`" if a in starts else "") for a in args.arms)
     body = [f"Regenerated by `python scripts/results.py --data-root /path/to/shared/data --scale {args.scale} "
+            f"--pretrain-seeds {' '.join(map(str, args.pretrain_seeds))} "
             f"--seeds {' '.join(map(str, args.seeds))} --folds {args.folds} --arms {' '.join(args.arms)}` "
             f"(rows: {', '.join(r.name for r in chosen)}); "
             f"fine-tuning arms: {began}.", ""]

@@ -86,18 +86,34 @@ def test_arms_choose_the_initialisations_run(tmp_path: Path) -> None:
 
 
 def test_h_vs_m_pre_trainings_differ_only_in_the_corpus(tmp_path: Path) -> None:
-    multi, _ = results.pretrain_row(tmp_path / "m", results.SCALES["cpu"], Path("/data"))
-    human, last = results.pretrain_row(tmp_path / "h", results.SCALES["cpu"], Path("/data"), "pretrain_human")
-    (m,), (h,) = ([run.overrides for run in row.runs[("model", 0)]] for row in (multi, human))
+    multi, _ = results.pretrain_row(tmp_path / "m", results.SCALES["cpu"], Path("/data"), [7])
+    human, last = results.pretrain_row(tmp_path / "h", results.SCALES["cpu"], Path("/data"), [7], "pretrain_human")
+    (m,), (h,) = ([run.overrides for run in row.runs[("model", 7)]] for row in (multi, human))
     assert [o for o in m if o not in h] == ["corpus=chromosomes"]
     assert [o for o in h if o not in m] == ["corpus=chromosomes_human"]
-    assert last == tmp_path / "h" / "checkpoints" / "last.ckpt"
+    assert last == tmp_path / "h" / "seed7" / "checkpoints" / "last.ckpt"
+
+
+def test_pre_training_seeds_are_replicates_and_the_first_is_the_start(tmp_path: Path) -> None:
+    row, last = results.pretrain_row(tmp_path, results.SCALES["cpu"], None, [1337, 1, 2])
+    assert list(row.runs) == [("model", 1337), ("model", 1), ("model", 2)]
+    for seed in (1337, 1, 2):
+        (run,) = row.runs[("model", seed)]
+        assert run.out == tmp_path / f"seed{seed}" and f"seed={seed}" in run.overrides
+    assert last == tmp_path / "seed1337" / "checkpoints" / "last.ckpt"
+    for seed, bits in ((1337, 1.60), (1, 1.70), (2, 1.65)):  # paired with its own run's Markov figure (1.70 each)
+        (row.runs[("model", seed)][0].out).mkdir()
+        metrics = {"val/bits_per_base": bits, "val/markov_bits_per_base": 1.70, "test/bits_per_base": bits,
+                   "test/markov_bits_per_base": 1.70, "val/markov_order": 8}
+        (row.runs[("model", seed)][0].out / "metrics.json").write_text(json.dumps(metrics))
+    line = results.summarise(row, "1 CPU hours")[4]
+    assert line.startswith("| model | 3 | 1.650 ± 0.124 |") and line.endswith("| -0.050 ± 0.124 | -0.050 ± 0.124 |")
 
 
 def test_a_missing_pre_training_is_named_before_anything_runs(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         results.main(["--scale", "smoke", "--only", "pas_human", "--arms", "pretrained_human", "--out", str(tmp_path)])
-    missing = tmp_path / "pretrain_human" / "checkpoints" / "last.ckpt"
+    missing = tmp_path / "pretrain_human" / "seed1337" / "checkpoints" / "last.ckpt"
     assert (f"the pretrained_human arm starts from {missing}, which does not exist: run the pretrain_human row first or "
             "name a checkpoint with --pretrained-human") in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
@@ -116,7 +132,7 @@ def test_threads_reach_every_run_it_starts(tmp_path: Path, monkeypatch) -> None:
 def test_results_script_smoke(tmp_path: Path) -> None:
     doc = tmp_path / "results.md"
     doc.write_text(DOC)
-    cmd = [sys.executable, str(ROOT / "scripts" / "results.py"), "--scale", "smoke", "--seeds", "0",
+    cmd = [sys.executable, str(ROOT / "scripts" / "results.py"), "--scale", "smoke", "--seeds", "0", "--pretrain-seeds", "5",
            "--only", "pretrain,pretrain_human,pas_human", "--out", str(tmp_path / "runs"), "--doc", str(doc)]
     subprocess.run(cmd, check=True, cwd=tmp_path, timeout=1800)
     text = doc.read_text()
