@@ -123,6 +123,7 @@ class Row:
     differences: dict[str, tuple[str, str]] = field(default_factory=dict)
     curve: str | None = None  # logged metric plotted against the step (train runs' csv logs)
     spread: str = "ci95"  # ci95 over seeds | sd over folds
+    digits: dict[str, int] = field(default_factory=dict)  # column -> decimals, where not 3 (counts: 0)
 
 
 def best_checkpoint(train_dir: Path) -> Path:
@@ -163,7 +164,7 @@ def pretrain_row(out: Path, scale: Scale, data_root: Path | None, seeds: Sequenc
                "Markov val": "val/markov_bits_per_base", "Markov test": "test/markov_bits_per_base",
                "Markov k": "val/markov_order"},
               {f"{part} − Markov": (f"{part}/bits_per_base", f"{part}/markov_bits_per_base") for part in ("val", "test")},
-              curve="val/bits_per_base")
+              curve="val/bits_per_base", digits={"Markov k": 0})
     return row, out / f"seed{seeds[0]}" / "checkpoints" / "last.ckpt"
 
 
@@ -248,20 +249,22 @@ def execute(row: Row, report_only: bool = False) -> str:
             costs.append(cost["cpu_s"])
             partial |= cost.get("partial", False)
     known = [c for c in costs if math.isfinite(c)]
+    if not known:
+        return "CPU time not recorded"
     return f"{'' if len(known) == len(costs) and not partial else '≥ '}{sum(known) / 3600:.2f} CPU hours"
 
 
-def interval(values: Sequence[float], spread: str, signed: bool = False) -> str:
+def interval(values: Sequence[float], spread: str, signed: bool = False, digits: int = 3) -> str:
     """``mean ± half-width`` (one value: the value); ``signed`` writes a ``+`` on positive means (differences)."""
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
     if v.size == 0:
         return "–"
-    number = "{:+.3f}" if signed else "{:.3f}"
+    number = f"{{:{'+' if signed else ''}.{digits}f}}"
     if v.size == 1:
         return number.format(v[0])
     sd = v.std(ddof=1)
     half = sd if spread == "sd" else stats.t.ppf(0.975, v.size - 1) * sd / math.sqrt(v.size)
-    return f"{number.format(v.mean())} ± {half:.3f}"
+    return f"{number.format(v.mean())} ± {half:.{digits}f}"
 
 
 def summarise(row: Row, cost: str) -> list[str]:
@@ -273,7 +276,8 @@ def summarise(row: Row, cost: str) -> list[str]:
         scored = [runs[-1].metrics() for (a, _), runs in row.runs.items() if a == arm and runs[-1].done]
         if not scored:
             continue
-        cells = [interval([m.get(key, math.nan) for m in scored], row.spread) for key in row.metrics.values()]
+        cells = [interval([m.get(key, math.nan) for m in scored], row.spread, digits=row.digits.get(column, 3))
+                 for column, key in row.metrics.items()]
         cells += [interval([m.get(ours, math.nan) - m.get(base, math.nan) for m in scored], row.spread, signed=True)
                   for ours, base in row.differences.values()]  # fmt: skip
         lines.append(f"| {arm} | {len(scored)} | " + " | ".join(cells) + " |")

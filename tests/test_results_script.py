@@ -22,6 +22,7 @@ def test_interval_is_the_student_t_half_width_over_seeds_and_the_sd_over_folds()
     assert results.interval([0.70, 0.72, 0.74], "sd") == "0.720 ± 0.020"
     assert results.interval([0.7, float("nan")], "ci95") == "0.700"
     assert results.interval([], "ci95") == "–"
+    assert results.interval([10, 10], "ci95", digits=0) == "10 ± 0"  # a count
 
 
 def test_the_table_gives_the_model_minus_its_baseline_per_seed(tmp_path: Path) -> None:
@@ -69,6 +70,9 @@ def test_a_resumed_run_costs_at_least_what_was_recorded(tmp_path: Path) -> None:
     row = results.Row("r", "a row", runs={("model", 0): [results.Run("train.py", ["--help"], tmp_path)]})
     assert results.execute(row).startswith("≥ ")
     assert json.loads((tmp_path / "cost.json").read_text())["partial"] is True
+    (tmp_path / "metrics.json").write_text('{"val/auroc": 0.8}')
+    (tmp_path / "cost.json").unlink()  # a run finished before costs were recorded
+    assert results.execute(row) == "CPU time not recorded"
 
 
 def test_arms_choose_the_initialisations_run(tmp_path: Path) -> None:
@@ -107,7 +111,8 @@ def test_pre_training_seeds_are_replicates_and_the_first_is_the_start(tmp_path: 
                    "test/markov_bits_per_base": 1.70, "val/markov_order": 8}
         (row.runs[("model", seed)][0].out / "metrics.json").write_text(json.dumps(metrics))
     line = results.summarise(row, "1 CPU hours")[4]
-    assert line.startswith("| model | 3 | 1.650 ± 0.124 |") and line.endswith("| -0.050 ± 0.124 | -0.050 ± 0.124 |")
+    assert line.startswith("| model | 3 | 1.650 ± 0.124 |") and "| 8 ± 0 |" in line
+    assert line.endswith("| -0.050 ± 0.124 | -0.050 ± 0.124 |")
 
 
 def test_a_missing_pre_training_is_named_before_anything_runs(tmp_path: Path, capsys) -> None:
