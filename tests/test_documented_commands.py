@@ -414,7 +414,7 @@ COMMANDS: dict[str, Case] = {
     "python scripts/results.py --data-root /path/to/shared/data": Case(
         needs="network: the chromosomes and the full GSR sets are downloaded, not shipped"
     ),
-    "python scripts/results.py --data-root /path/to/shared/data --pretrain-dir <pre-training run> "
+    "python scripts/results.py --data-root /path/to/shared/data "
     "--only pretrain,pretrain_human,pas_human,pas_mouse,pas_bovine,pas_fruitfly,tis_yeast,tis_arabidopsis,expression "
     "--arms pretrained random pretrained_human": Case(
         needs="network: the chromosomes and the full GSR sets are downloaded, not shipped"
