@@ -4,6 +4,8 @@ Tests train on the small real excerpts the package ships (dnagpt/resources), nev
 """
 
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +42,28 @@ FAST = [
 
 # the tiny preset shrunk further; not applied when a test picks another model (released presets refuse shape changes)
 SMALL_MODEL = ["model.block_size=64", "model.n_layer=2", "model.n_head=2", "model.n_embd=32"]
+
+
+def run_group(cmd: list[str], timeout: float, **popen) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` in a process group of its own, for commands that start
+    other processes (DDP ranks): whatever of the group is left when the command ends, or when it runs past ``timeout``,
+    is killed, so that a rank waiting for a dead peer neither outlives the test nor holds its pipes open; a timeout
+    fails with the tail of what the command printed."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            **popen)  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{' '.join(cmd[:4])} ... ran past {timeout} s; its output ends with:\n{out[-3000:]}\n"
+                             f"{err[-5000:]}") from None
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the whole group has ended
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def compose_cfg(config_name: str, overrides: list[str], tmp_path: Path, cache_dir: Path) -> DictConfig:

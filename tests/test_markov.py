@@ -1,9 +1,12 @@
-"""The order-k Markov yardstick: hand-counted estimates, N and sequence boundaries, a known source recovered, and the
-grid script (scripts/markov_grid.py) on the bundled corpus."""
+"""The order-k Markov yardstick: hand-counted estimates, N and sequence boundaries, a known source recovered, the counts
+cached once for all the ranks of a run, and the grid script (scripts/markov_grid.py) on the bundled corpus."""
 
 import importlib.util
 import json
 import math
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,8 @@ from inference_data import save_ckpt, tiny_task
 
 from dnagpt.model.markov import MarkovModel, choose_order
 from dnagpt.tasks.pretrain import PretrainTask
+from dnagpt.tasks.yardsticks import markov_cache_file
+from dnagpt.utils.locks import writer_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,6 +69,56 @@ def grid_script():
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script
+
+
+class Regions:
+    """What ``fitted_markov`` reads of a data module."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = cache_dir
+
+    def training_sequences(self):
+        yield from (np.frombuffer(s, dtype=np.uint8) for s in (b"ACGTTGCAAC" * 50, b"GGATCC" * 40))
+
+
+# a rank of a run: counts (or loads) the regions' Markov counts in the cache folder argv[1], saves them to argv[2]
+RANK = """
+import logging, sys
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, "tests")
+from test_markov import Regions
+from dnagpt.tasks.yardsticks import fitted_markov
+logging.basicConfig(level=logging.INFO)
+np.save(sys.argv[2], np.concatenate(fitted_markov(Regions(Path(sys.argv[1])), 3).counts))
+"""
+
+
+@pytest.mark.slow  # two fresh interpreters: seconds
+def test_the_ranks_of_a_run_count_once_and_share_the_cache(tmp_path: Path) -> None:
+    """Two DDP ranks once wrote the same ``.partial`` file and the second rename failed (FileNotFoundError: a dead rank
+    1, a hung run). Now they wait for the writer lock, one counts and writes, the other loads its counts."""
+    regions = Regions(tmp_path)
+    forward = list(regions.training_sequences())
+    expected = np.concatenate(MarkovModel(3).fit([*forward, *(s[::-1] for s in forward)]).counts)
+    cache = markov_cache_file(tmp_path, forward, 3)
+    cache.parent.mkdir()
+    logs = [tmp_path / f"rank{i}.log" for i in range(2)]
+    with writer_lock(cache, "holding"):  # both ranks reach the cache while it is locked
+        ranks = []
+        for i, log in enumerate(logs):
+            with open(log, "w") as err:
+                ranks.append(subprocess.Popen([sys.executable, "-c", RANK, str(tmp_path), str(tmp_path / f"rank{i}.npy")],
+                                              cwd=ROOT, stderr=err))  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not all("Waiting for " in log.read_text() for log in logs):
+            assert time.monotonic() < deadline and all(r.poll() is None for r in ranks), [x.read_text() for x in logs]
+            time.sleep(0.05)
+    assert [rank.wait(timeout=120) for rank in ranks] == [0, 0], [log.read_text() for log in logs]
+    assert sum("counted" in log.read_text() for log in logs) == 1  # one counted, the other loaded its counts
+    for counts in [np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy")]:
+        assert np.array_equal(counts, expected)
+    assert sorted(p.name for p in cache.parent.iterdir()) == [f".{cache.name}.lock", cache.name]  # no partial left
 
 
 def test_markov_grid_script_scores_every_cell_on_both_held_out_splits(tmp_path: Path) -> None:

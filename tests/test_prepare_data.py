@@ -148,7 +148,7 @@ def test_a_waiting_process_names_the_writer_and_uses_its_cache(genome, reference
     """While one process holds the writer lock, the others wait; then exactly one of them encodes."""
     out = cache_path_for(genome, tmp_path / "c")
     out.parent.mkdir()
-    with fasta._writer_lock(out):
+    with fasta.writer_lock(out):
         procs = [_start(genome, tmp_path / "c", 1 << 20, tmp_path / f"{i}.log") for i in range(2)]
         logs = [tmp_path / f"{i}.log" for i in range(2)]
         _wait_for(lambda: all("Waiting for " in log.read_text() for log in logs), "both children to wait")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import run_group
 from http_files import serving
 
 from dnagpt.cli import COMMANDS
@@ -70,8 +71,7 @@ class Installed:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HYDRA_FULL_ERROR", "VIRTUAL_ENV")}
         env |= {"PATH": f"{self.bin}{os.pathsep}{env.get('PATH', '')}", "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline",
                 "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}  # fmt: skip
-        proc = subprocess.run([str(self.bin / program), *args], cwd=self.work, env=env, capture_output=True, text=True,
-                              timeout=timeout)  # fmt: skip
+        proc = run_group([str(self.bin / program), *args], timeout, cwd=self.work, env=env)
         if ok:
             assert proc.returncode == 0, f"{program} {' '.join(args)}: exit {proc.returncode}\n{proc.stderr[-4000:]}"
         return proc

@@ -32,7 +32,6 @@ keyed by the file's resolved path, size and modification time: an edited or re-d
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import hashlib
 import json
@@ -43,7 +42,6 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -54,6 +52,7 @@ from isal import isal_zlib
 
 from dnagpt.data.tables import GZIP_MAGIC, check_gzip
 from dnagpt.utils.errors import ConfigError, InputError, MissingFileError
+from dnagpt.utils.locks import writer_lock
 
 __all__ = [
     "EncodedGenome", "Region", "build_cache", "cache_path_for", "check_fasta", "iter_records", "parse_region",
@@ -456,35 +455,6 @@ def _is_complete(cache_dir: Path) -> bool:
     return True
 
 
-@contextmanager
-def _writer_lock(out: Path) -> Iterator[None]:
-    """Hold ``.<cache name>.lock`` next to the cache exclusively while encoding it: one writer, the others wait here.
-
-    ``flock``: the kernel releases the lock of a process that dies, however it dies, so a killed writer leaves no
-    stale lock to break (the NFS client maps it onto a byte-range lock the server arbitrates between nodes; where a file
-    system keeps it per node, such as Lustre mounted ``localflock``, it is one writer per node). The file, holding the
-    writer's pid and host for the waiters' message, stays: deleting a lock file others hold open lets two writers in.
-    On a file system without locks every process encodes on its own, which is slower but as safe: only a finished
-    folder is ever renamed into place.
-    """
-    lock = out.parent / f".{out.name}.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 256, 0).decode(errors="replace") or "another process"
-            log.info("Waiting for %s to finish encoding %s", holder, out.name)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as err:  # ENOLCK, ENOSYS, EOPNOTSUPP: no locks on this file system
-            log.warning("Cannot lock %s (%s): other processes may encode the same genome at the same time", lock, err)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def _tmp_dir(out: Path) -> Path:
     """This process's private folder next to ``out``: the cache is written there, then renamed to ``out``."""
     return out.parent / f".{out.name}.{os.getpid()}@{socket.gethostname()}.tmp"
@@ -572,7 +542,7 @@ def build_cache(fasta: str | Path, cache_root: str | Path, cleaner: DnaCleaner) 
     if _is_complete(out):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _writer_lock(out):
+    with writer_lock(out):
         _remove_abandoned(out)
         try:
             read_manifest(out)

@@ -20,6 +20,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from dnagpt.checkpointing import atomic_path
 from dnagpt.model.markov import MarkovModel, choose_order
+from dnagpt.utils.locks import writer_lock
 from dnagpt.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -74,22 +75,30 @@ class Order0Baseline(Callback):
         self.train_counts = state_dict["train_counts"]
 
 
-def fitted_markov(datamodule, max_order: int) -> MarkovModel:
-    """The Markov counts of the data module's training regions, forward and reversed (the mix the model reads), up to
-    ``max_order``; cached under ``datamodule.cache_dir`` by the sequences' digest, so a resume does not count again."""
-    sequences = list(datamodule.training_sequences())
+def markov_cache_file(cache_dir: str | Path, sequences: list[np.ndarray], max_order: int) -> Path:
+    """Where the counts of ``sequences`` up to ``max_order`` are kept, named by their digest."""
     key = hashlib.sha256(json.dumps([max_order, [[len(s), hashlib.sha256(s).hexdigest()] for s in sequences]])
                          .encode()).hexdigest()[:20]  # fmt: skip
-    path = Path(datamodule.cache_dir) / "markov" / f"{key}.npz"
+    return Path(cache_dir) / "markov" / f"{key}.npz"
+
+
+def fitted_markov(datamodule, max_order: int) -> MarkovModel:
+    """The Markov counts of the data module's training regions, forward and reversed (the mix the model reads), up to
+    ``max_order``; cached under ``datamodule.cache_dir`` (``markov_cache_file``), so a resume does not count again."""
+    sequences = list(datamodule.training_sequences())
+    path = markov_cache_file(datamodule.cache_dir, sequences, max_order)
     model = MarkovModel(max_order)
-    if path.is_file():
-        with np.load(path) as saved:
-            model.counts = [saved[f"order{j}"] for j in range(max_order + 1)]
-        return model
-    model.fit(sequences + [s[::-1] for s in sequences])
-    with atomic_path(path) as partial, open(partial, "wb") as fh:
-        np.savez(fh, **{f"order{j}": c for j, c in enumerate(model.counts)})
-    log.info(f"Markov yardstick: counted {model.n_bases:,} bases (training regions, forward and reversed)")
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with writer_lock(path, "counting"):  # the ranks of a DDP run share the cache: one counts, the others wait
+            if not path.is_file():
+                model.fit(sequences + [s[::-1] for s in sequences])
+                with atomic_path(path) as partial, open(partial, "wb") as fh:
+                    np.savez(fh, **{f"order{j}": c for j, c in enumerate(model.counts)})
+                log.info(f"Markov yardstick: counted {model.n_bases:,} bases (training regions, forward and reversed)")
+                return model
+    with np.load(path) as saved:
+        model.counts = [saved[f"order{j}"] for j in range(max_order + 1)]
     return model
 
 
