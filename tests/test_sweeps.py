@@ -12,7 +12,6 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import run_group
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from lightning.pytorch import Callback
@@ -121,6 +120,8 @@ def test_failed_run_finishes_its_wandb_run(make_cfg, monkeypatch: pytest.MonkeyP
 
 
 def run_train(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    from conftest import run_group  # not at the top: train.py imports this module (RecordLR), where conftest is not
+
     env = os.environ | {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
     return run_group(
         [sys.executable, "train.py", *args, f"paths.cache_dir={tmp_path / 'cache'}", f"paths.log_dir={tmp_path / 'logs'}"],
