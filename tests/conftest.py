@@ -100,8 +100,8 @@ def wandb_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(autouse=True)
 def restore_environment() -> Iterator[None]:
     """Each test starts from the session's environment. Lightning's launchers leave MASTER_PORT (and PL_GLOBAL_SEED) in
-    os.environ; a later test's subprocess DDP run would inherit that port, which something may hold by then, and a
-    rank 0 that cannot listen leaves its rank 1 waiting for ever (two CI timeouts, stop 22)."""
+    os.environ; a later test's subprocess DDP run would inherit that port, which something (W&B's service) may hold by
+    then: refused by check_config, or, before that check, a rank 0 that cannot listen and a rank 1 waiting for ever."""
     before = dict(os.environ)
     yield
     os.environ.clear()

@@ -110,7 +110,7 @@ def test_bad_command_line_fails_before_anything_is_built(make_cfg, tmp_path, scr
 
 
 def test_a_taken_master_port_is_refused_before_the_ranks_start(make_cfg, tmp_path, monkeypatch) -> None:
-    """Rank 0 could not listen and the rank it had started would wait for it for ever (what hung CI at stop 22)."""
+    """Rank 0 could not listen and the rank it had started would wait for it for ever."""
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
