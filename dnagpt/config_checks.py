@@ -225,10 +225,9 @@ def _check_rendezvous_port(t: DictConfig) -> None:
     """A MASTER_PORT that something on this machine already holds: rank 0 cannot listen and fails, while the ranks it
     started wait for it for ever. Checked where the ranks are started, on one machine, for a port set beforehand (a
     shell, or a previous run in this Python process, left it; Lightning otherwise picks a free one itself)."""
-    port = os.environ.get("MASTER_PORT")
-    if port is None or "LOCAL_RANK" in os.environ or t.num_nodes != 1 or _world_size(t) in (None, 1):
-        return
-    if os.environ.get("MASTER_ADDR", "127.0.0.1") not in ("127.0.0.1", "localhost"):
+    port, world = os.environ.get("MASTER_PORT"), _world_size(t)
+    local = os.environ.get("MASTER_ADDR", "127.0.0.1") in ("127.0.0.1", "localhost")
+    if port is None or "LOCAL_RANK" in os.environ or t.num_nodes != 1 or world in (None, 1) or not local:
         return
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's store: a closed port is free
@@ -241,7 +240,7 @@ def _check_rendezvous_port(t: DictConfig) -> None:
                 raise
             raise ConfigError(
                 f"MASTER_PORT={port} (environment) is already in use on this machine, so rank 0 of this "
-                f"{_world_size(t)}-process run could not listen and the others would wait for ever: unset MASTER_PORT "
+                f"{world}-process run could not listen and the others would wait for ever: unset MASTER_PORT "
                 "(Lightning then picks a free port) or set a free one"
             ) from None
 

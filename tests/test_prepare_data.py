@@ -25,6 +25,7 @@ from dnagpt.data import fasta
 from dnagpt.data.fasta import MANIFEST_FILE, SEQ_FILE, EncodedGenome, build_cache, cache_path_for
 from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.errors import InputError, MissingFileError
+from dnagpt.utils.locks import writer_lock
 from dnagpt.utils.resolvers import resource_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +149,7 @@ def test_a_waiting_process_names_the_writer_and_uses_its_cache(genome, reference
     """While one process holds the writer lock, the others wait; then exactly one of them encodes."""
     out = cache_path_for(genome, tmp_path / "c")
     out.parent.mkdir()
-    with fasta.writer_lock(out):
+    with writer_lock(out):
         procs = [_start(genome, tmp_path / "c", 1 << 20, tmp_path / f"{i}.log") for i in range(2)]
         logs = [tmp_path / f"{i}.log" for i in range(2)]
         _wait_for(lambda: all("Waiting for " in log.read_text() for log in logs), "both children to wait")
