@@ -31,7 +31,8 @@ from dnagpt.model import DNAGPT, GPTConfig, generate
 from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.resolvers import resource_path
 
-PROMPT, BLOCK, ROUNDS = 16, 1100, 3
+PROMPT, BLOCK = 16, 1100
+ROUNDS = {"cpu": 3, "cuda": 2}  # a shared CPU is noisy; on an H200 each decoder's 1,024 steps take seconds, rounds agree
 FP32, BF16 = torch.float32, torch.bfloat16
 
 
@@ -45,9 +46,10 @@ def _seconds(fn: Callable[[], object], device: str) -> tuple[object, float]:
     return out, time.perf_counter() - start
 
 
-def decoding_runs(new_tokens: int, batch: int, device: str = "cpu") -> dict[str, Callable[[int], torch.Tensor]]:
-    """Greedy decoders of the bench shape, each ``n -> (batch, PROMPT + n)`` tokens: ours fp32 and bf16 (cached),
-    ours uncached (fp32), the nanoGPT-style reference and, with ``transformers``, GPT-2 fp32 and bf16."""
+def decoding_runs(new_tokens: int, batch: int, device: str = "cpu"
+                  ) -> tuple[DNAGPT, dict[str, Callable[[int], torch.Tensor]]]:  # fmt: skip
+    """Our model and the greedy decoders of the bench shape, each ``n -> (batch, PROMPT + n)`` tokens: ours fp32 and bf16
+    (cached), ours uncached (fp32), the nanoGPT-style reference and, with ``transformers``, GPT-2 fp32 and bf16."""
     torch.manual_seed(0)
     config = GPTConfig.from_name("tiny", block_size=BLOCK)
     model = DNAGPT(config).eval().to(device)
@@ -66,29 +68,52 @@ def decoding_runs(new_tokens: int, batch: int, device: str = "cpu") -> dict[str,
         for name, net in (("HF fp32", hf.to(device)), ("HF bf16", copy.deepcopy(hf).to(device, BF16))):
             runs[name] = lambda n, net=net: net.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False,
                                                          pad_token_id=0, eos_token_id=None)  # fmt: skip
-    return runs
+    return model, runs
+
+
+def near_tie_flips(model: DNAGPT, cached: torch.Tensor, uncached: torch.Tensor, tolerance: float = 1e-3) -> int | None:
+    """How many rows of greedy tokens the cached and uncached decoders part in, or None if any parts at a real
+    difference. A row may part only where its two tokens' logits tie within ``tolerance`` of the logits' scale, scored by
+    one full forward over the shared prefix: on CPU the two agree exactly, but on a GPU's TF32 matmuls the one-token and
+    full products round differently, and with random weights a near-tie in 1,024 steps is common."""
+    flips = 0
+    for a, b in zip(cached, uncached, strict=True):
+        parted = (a != b).nonzero()
+        if len(parted) == 0:
+            continue
+        i = int(parted[0])
+        logits = model(a[None, :i]).logits[0, -1].float()
+        if (logits[a[i]] - logits[b[i]]).abs() > tolerance * logits.abs().max():
+            return None
+        flips += 1
+    return flips
 
 
 def decoding_rows(new_tokens: int, batch: int, device: str = "cpu") -> list[Row]:
     """Tokens/s of each decoder, best of ``ROUNDS`` alternated rounds (the slow uncached run once), as ratio rows."""
-    runs = decoding_runs(new_tokens, batch, device)
+    rounds = ROUNDS[torch.device(device).type]
+    model, runs = decoding_runs(new_tokens, batch, device)
     out: dict[str, torch.Tensor] = {}
     secs: dict[str, float] = {}
     with torch.inference_mode():
         for fn in runs.values():  # warm-up: allocator, kernels
             fn(8)
-        for round_ in range(ROUNDS):
+        for round_ in range(rounds):
             for name, fn in runs.items():
                 if round_ == 0 or name != "ours uncached":
                     out[name], s = _seconds(lambda fn=fn: fn(new_tokens), device)
                     secs[name] = min(s, secs.get(name, s))
-    if not torch.equal(out["ours fp32"], out["ours uncached"]):
-        raise SystemExit("cached and uncached greedy generation differ: the cache is wrong, the timing meaningless")
+    flips = near_tie_flips(model, out["ours fp32"], out["ours uncached"])
+    if flips is None:
+        raise SystemExit("cached and uncached greedy generation differ where the logits do not tie: the cache is wrong, "
+                         "the timing meaningless")
     tps = {name: batch * new_tokens / s for name, s in secs.items()}
     agree = (out["ours bf16"] == out["ours fp32"])[:, PROMPT:].float().mean().item()
     figure = f"tiny KV cache, {new_tokens} new x {batch}"
     rows = [Row("generation", f"{figure}, fp32", tps["ours fp32"], "tokens/s", "no cache", tps["ours uncached"],
-                target=10, note="cached and uncached greedy tokens identical (fp32)")]  # fmt: skip
+                target=10, note="cached and uncached greedy tokens identical (fp32)" if not flips else
+                f"cached and uncached greedy tokens part in {flips} of {batch} rows, each at a logit tie within rounding "
+                "(TF32 matmuls: the cached and full products round differently)")]  # fmt: skip
     for precision in ("fp32", "bf16"):
         if f"HF {precision}" in tps:
             rows.append(Row("generation", f"{figure}, {precision}", tps[f"ours {precision}"], "tokens/s",

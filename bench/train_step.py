@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from bench.common import Row, device_seconds, interleaved_seconds, is_cuda, report, status_mb
 from bench.reference_gpt import ReferenceGPT, hf_gpt2
-from dnagpt.model import DNAGPT, GPTConfig
+from dnagpt.model import DNAGPT, GPTConfig, losses
 from dnagpt.model.config import DYNAMIC_VOCAB_SIZE, FIXED_VOCAB_SIZE
 
 T = 512
@@ -159,6 +159,30 @@ def compiled_rows(shape: str, rounds: int, steps: int, device: str = "cpu", batc
     return [Row("train step", f"{shape} bf16 ours + torch.compile", n / secs["compiled"], "tokens/s", "ours eager",
                 n / secs["eager"], target=1.2 if is_cuda(device) else None,
                 note=f"compile time {compile_s:.0f} s (first step included); off by default")]  # fmt: skip
+
+
+def chunk_rows(shape: str, rounds: int, steps: int, device: str = "cpu", batch: int | None = None,
+               factor: int = 16) -> list[Row]:  # fmt: skip
+    """Our bf16 step with the chunked head/CE's blocks ``factor`` times larger, against ours as shipped, interleaved.
+
+    The block size (``losses.CHUNK_ELEMENTS``) was chosen on CPU, where large blocks cost page faults; on a GPU with
+    memory to spare, fewer and larger blocks mean fewer kernel launches (the tiny shape at 64 x 512 walks 39 blocks).
+    """
+    ids = torch.randint(34, SHAPES[shape][3], (batch or batch_size(shape, device), T + 1), device=device)
+    step = make_step("ours", build_model("ours", shape, device), ids, torch.bfloat16, steps)
+    shipped = losses.CHUNK_ELEMENTS
+
+    def larger_blocks() -> None:
+        losses.CHUNK_ELEMENTS = shipped * factor
+        try:
+            step()
+        finally:
+            losses.CHUNK_ELEMENTS = shipped
+
+    secs = interleaved_seconds({"shipped": step, "larger": larger_blocks}, rounds, device)
+    n = ids[:, 1:].numel() * steps
+    return [Row("train step", f"{shape} bf16 ours, head/CE blocks x{factor}", n / secs["larger"], "tokens/s",
+                "ours as shipped", n / secs["shipped"], note=f"blocks of {shipped * factor:,} logits vs {shipped:,}")]
 
 
 def run(shapes: list[str], rounds: int, steps: int, compile: bool = False, memory: bool = True, device: str = "cpu",

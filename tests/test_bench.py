@@ -168,3 +168,44 @@ def test_gpu_check_short_cpu_run_writes_every_section(tmp_path: Path, cache_dir:
     assert "| fsdp | skipped |" in md and "| pretrain | ok |" in md and "FSDP needs CUDA" in md
     assert "| pretrain | tiny Trainer.fit, bundled corpus |" in md and "![pre-training loss curve](loss_curve.png)" in md
     assert "`python train.py model=tiny trainer=cpu" in md and "missed" not in md  # short mode judges no target
+
+
+def test_cached_decoding_may_part_from_uncached_only_at_a_logit_tie() -> None:
+    """The generation bench's cache check: equal rows pass, a row parting at a real logit gap refuses the timing, one
+    parting at a tie (here: any gap, with an infinite tolerance) is counted."""
+    from bench.generate import near_tie_flips
+
+    torch.manual_seed(0)
+    model = DNAGPT(GPTConfig.from_name("tiny", vocab_size=64, block_size=32)).eval()
+    tokens = torch.randint(34, 64, (2, 12))
+    logits = model(tokens[:1, :8]).logits[0, -1]
+    parted = tokens.clone()
+    parted[0, 8] = int(logits.argmin()) if int(tokens[0, 8]) == int(logits.argmax()) else int(logits.argmax())
+    with torch.inference_mode():
+        assert near_tie_flips(model, tokens, tokens.clone()) == 0
+        assert near_tie_flips(model, tokens, parted) is None
+        assert near_tie_flips(model, tokens, parted, tolerance=math.inf) == 1
+
+
+def test_head_block_ab_times_both_block_sizes_and_restores_the_shipped_one() -> None:
+    from dnagpt.model import losses
+
+    shipped = losses.CHUNK_ELEMENTS
+    seen: list[int] = []
+    original = losses._softmax_grad
+
+    def spy(logits, targets, out):  # the block's rows: how many logits each chunk holds
+        seen.append(logits.numel())
+        return original(logits, targets, out)
+
+    losses._softmax_grad = spy
+    try:
+        (row,) = train_step.chunk_rows("tiny", rounds=1, steps=1, batch=4, factor=2)
+    finally:
+        losses._softmax_grad = original
+    assert losses.CHUNK_ELEMENTS == shipped
+    assert row.value > 0 and row.baseline_value > 0 and row.baseline == "ours as shipped"
+    vocab = train_step.SHAPES["tiny"][3]
+    rows = {size: size * 4 // (vocab * 2) for size in (shipped, 2 * shipped)}  # bf16: twice fp32's rows in the bytes
+    assert 4 * train_step.T > rows[2 * shipped]  # 4 rows of 512 fill more than one larger block
+    assert max(seen) == rows[2 * shipped] * vocab and rows[shipped] * vocab in seen
