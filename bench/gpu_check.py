@@ -249,6 +249,11 @@ def csv_series(path: Path, key: str) -> list[tuple[int, float]]:
         return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
 
 
+def first_step_below(series: list[tuple[int, float]], level: float) -> int | None:
+    """The first logged step whose value is below ``level`` (None if none is): when validation crossed a yardstick."""
+    return next((step for step, value in series if value < level), None)
+
+
 def pretrain_section(check: Check, budget_s: float, details: dict) -> list[Row]:
     run_dir = check.out / "pretrain"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, never a resume of the last check's
@@ -282,6 +287,11 @@ def pretrain_section(check: Check, budget_s: float, details: dict) -> list[Row]:
     if val is not None:
         note += f"; val/loss {val:.3f}, val/bits_per_base {metrics.get('val/bits_per_base', float('nan')):.3f} (Markov " \
                 f"yardstick {metrics.get('val/markov_bits_per_base', float('nan')):.3f})"
+    if (markov := metrics.get("val/markov_bits_per_base")) is not None:
+        crossed = first_step_below(csv_series(run_dir / "csv" / "metrics.csv", "val/bits_per_base"), markov)
+        details["first_val_step_below_markov"] = crossed
+        note += "; never below it" if crossed is None else \
+            f"; below it from step {crossed} (about {crossed * clock['train_seconds'] / clock['steps']:.0f} s of training)"
     return [
         Row("pretrain", f"{preset} Trainer.fit, bundled corpus", tps, "tokens/s", note=note),
         Row("MFU", f"{preset} pre-training run (Trainer.fit)", tps * flops / 1e9, "GFLOP/s", "matmul peak bf16",

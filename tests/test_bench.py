@@ -209,3 +209,9 @@ def test_head_block_ab_times_both_block_sizes_and_restores_the_shipped_one() -> 
     rows = {size: size * 4 // (vocab * 2) for size in (shipped, 2 * shipped)}  # bf16: twice fp32's rows in the bytes
     assert 4 * train_step.T > rows[2 * shipped]  # 4 rows of 512 fill more than one larger block
     assert max(seen) == rows[2 * shipped] * vocab and rows[shipped] * vocab in seen
+
+
+def test_gpu_check_finds_the_first_validation_below_the_yardstick() -> None:
+    series = [(420, 1.948), (841, 1.938), (1262, 1.931), (1683, 1.926)]  # the H200 run's first points
+    assert gpu_check.first_step_below(series, 1.934) == 1262
+    assert gpu_check.first_step_below(series, 1.900) is None
