@@ -11,6 +11,8 @@ section that fails or overruns is recorded with its error and the next one still
 - ``fsdp``: the FSDP test that CPU runs skip (FULL_SHARD on one GPU: trains, checkpoints, resumes, loads), run by pytest;
 - ``compile``: ``torch.compile`` on vs off, 0.1B shape, bf16;
 - ``generate``: KV-cached generation vs HF ``generate``, and the batched haplotypes (``bench.generate``);
+- ``profile``: one bf16 step of ours and of the nanoGPT-style reference at both shapes under ``torch.profiler``, ops by
+  kernel time (``bench.profile_step``): where the MFU goes;
 - ``pretrain``: the 0.1B preset pre-trained on the bundled corpus for about 3 minutes through the real entry point
   (``train.py`` with Hydra overrides, in a subprocess), its tokens/s and MFU inside ``Trainer.fit`` (``bench.fit_clock``)
   and its loss curve.
@@ -45,7 +47,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench import generate, train_step
+from bench import generate, profile_step, train_step
 from bench.common import Row, device_kwargs, format_table, is_cuda, machine, markdown_table, write_json
 from dnagpt.model import GPTConfig
 
@@ -209,6 +211,21 @@ def generate_section(check: Check, budget_s: float, details: dict) -> list[Row]:
     return fn(new_tokens=1024, batch=4, haplotypes=5008, **kwargs)
 
 
+def profile_section(check: Check, budget_s: float, details: dict) -> list[Row]:
+    """Where a step's time goes, ours against the nanoGPT-style reference (``bench.profile_step``): on CUDA by kernel
+    time at both shapes in bf16; on CPU (short) ours at the tiny shape only, to keep the path working."""
+    runs = [("ours", "tiny")] if check.short else [(m, s) for s in train_step.SHAPES for m in ("ours", "nanoGPT-style")]
+    tables = {}
+    for name, shape in runs:
+        step = profile_step.make_labelled_step(shape, torch.bfloat16, device=check.device, name=name)
+        step()  # warm-up: allocator, kernels, cuBLAS handles
+        tables[f"{name}, {shape} bf16"] = profile_step.op_table(step, rows=8 if check.short else 15, device=check.device)
+        del step
+        free_device_memory(check.device)
+    details["tables"] = tables
+    return []
+
+
 def pretrain_overrides(check: Check, run_dir: Path, budget_s: float) -> tuple[str, list[str]]:
     """The Hydra overrides of the pre-training run: the 0.1B preset (tiny on CPU) on the bundled corpus until
     ``trainer.max_time``; the schedule's length is the number of steps the bare step's speed says fit in that time."""
@@ -306,6 +323,7 @@ SECTIONS: dict[str, tuple[float, SectionFn]] = {
     "fsdp": (0.12, fsdp_section),
     "compile": (0.12, compile_section),
     "generate": (0.30, generate_section),
+    "profile": (0.06, profile_section),  # not in that run: four profiled steps, seconds on a GPU
     "pretrain": (0.52, pretrain_section),
 }
 
@@ -361,6 +379,9 @@ def markdown_report(check: Check, rows: list[Row], results: list[SectionResult],
         note = " ".join(r.note.split())[:300].replace("|", "/")
         lines.append(f"| {r.name} | {r.status} | {r.seconds:.1f} | {r.budget_s:.0f} | {note} |")
     lines += ["", "## Figures", "", markdown_table(rows) if rows else "(none measured)"]
+    profiles = next((r.details.get("tables", {}) for r in results if r.name == "profile"), {})
+    for title, table in profiles.items():
+        lines += ["", f"## Profile: {title}", "", table]
     pretrain = next((r.details for r in results if r.name == "pretrain" and "command" in r.details), None)
     if pretrain is not None:
         lines += ["", "## Pre-training run", "", f"`{pretrain['command']}`"]

@@ -1,7 +1,7 @@
 """Where one training step's time goes: a per-op profiler table and, in bf16, which oneDNN kernel ran each matmul.
 
     python -m bench.profile_step [--shape tiny|0.1b] [--dtype bf16|fp32] [--rows 25] [--no-onednn] [--compile]
-                                 [--threads N]
+                                 [--threads N] [--device cuda] [--model ours|nanoGPT-style|HF GPT-2]
 
 The step is the one ``bench.train_step`` times for our model (forward + chunked head/CE + backward + fused AdamW), run
 once to warm up and then once under ``torch.profiler``: the table lists ops by self time with their share of the step
@@ -10,7 +10,9 @@ kind and implementation: ``brg_matmul:*amx*`` is a matmul on the AMX tiles, anyt
 (e.g. ``gemm:jit`` or ``ref``); ``brgemm ukernel`` rows are the blocks of SDPA's flash attention. bf16 matmuls that
 ATen runs without oneDNN (and every fp32 one: MKL) do not appear there, only in the op table. A diagnostic, not a
 benchmark: it has no same-run baseline and is not in ``python -m bench``. On a shared host, small ops wait for
-descheduled worker threads and their shares inflate: ``--threads 1`` attributes the time to the work.
+descheduled worker threads and their shares inflate: ``--threads 1`` attributes the time to the work. ``--device cuda``
+lists ops by the kernel time they launched, with the number of ATen calls (on a GPU, each is a launch or more);
+``--model`` profiles one of the compared models instead of ours (``bench.gpu_check`` profiles ours and the reference).
 """
 
 from __future__ import annotations
@@ -28,22 +30,28 @@ from dataclasses import dataclass, field
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from bench.train_step import DTYPES, SHAPES, T, build_model, loss_fn
+from bench.common import is_cuda
+from bench.train_step import DTYPES, SHAPES, T, batch_size, build_model, loss_fn
 
 PHASES = ("forward", "backward", "optimizer")
 
 
-def make_labelled_step(shape: str, dtype: torch.dtype, compile: bool = False) -> Callable[[], None]:
-    """One training step of our model at ``shape`` with the phases labelled for the profiler."""
-    model = build_model("ours", shape)
+def make_labelled_step(shape: str, dtype: torch.dtype, compile: bool = False, device: str = "cpu",
+                       name: str = "ours") -> Callable[[], None]:  # fmt: skip
+    """One training step of model ``name`` (``bench.train_step``'s ours, nanoGPT-style or HF GPT-2) at ``shape`` on
+    ``device``, at that device's bench batch, with the phases labelled for the profiler."""
+    model = build_model(name, shape, device)
+    if model is None:
+        raise SystemExit(f"{name} is not available here (transformers not installed: pip install -e .[bench])")
     if compile:
         model.compile()
-    ids = torch.randint(34, SHAPES[shape][3], (SHAPES[shape][4], T + 1))
+    ids = torch.randint(34, SHAPES[shape][3], (batch_size(shape, device), T + 1), device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
     def step() -> None:
-        with record_function("forward"), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            loss = loss_fn("ours", model, ids)
+        with record_function("forward"), torch.autocast(ids.device.type, dtype=torch.bfloat16,
+                                                        enabled=dtype == torch.bfloat16):  # fmt: skip
+            loss = loss_fn(name, model, ids)
         with record_function("backward"):
             loss.backward()
         with record_function("optimizer"):
@@ -53,19 +61,30 @@ def make_labelled_step(shape: str, dtype: torch.dtype, compile: bool = False) ->
     return step
 
 
-def op_table(step: Callable[[], None], rows: int) -> str:
-    """Markdown table of the ``rows`` ops with the most self CPU time in one profiled ``step``, and the phases."""
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
+def op_table(step: Callable[[], None], rows: int, device: str = "cpu") -> str:
+    """Markdown table of the ``rows`` ops with the most self time in one profiled ``step``, and the phases.
+
+    On CPU the time is the host's; on CUDA it is the device's (the kernels each op launched), the phases' shares are
+    still of host time, and the op calls counted are what launches kernels one by one."""
+    cuda = is_cuda(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, record_shapes=False) as prof:
         step()
+        if cuda:
+            torch.cuda.synchronize(device)
     events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events)
+    self_time = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+    total = sum(self_time(e) for e in events)
+    host = sum(e.self_cpu_time_total for e in events)
     phases = {e.key: e.cpu_time_total for e in events if e.key in PHASES}
-    ops = sorted((e for e in events if e.key not in PHASES), key=lambda e: e.self_cpu_time_total, reverse=True)
-    lines = [f"step: {total / 1e3:.1f} ms self CPU; " + ", ".join(f"{k} {v / total:.0%}" for k, v in phases.items()),
-             "", "| op | self ms | share | calls |", "|---|---:|---:|---:|"]  # fmt: skip
+    ops = sorted((e for e in events if e.key not in PHASES), key=self_time, reverse=True)
+    calls = sum(e.count for e in events if e.key.startswith("aten::"))
+    where = "device" if cuda else "CPU"
+    lines = [f"step: {total / 1e3:.1f} ms self {where}, {calls} ATen calls; host phases: "
+             + ", ".join(f"{k} {v / host:.0%}" for k, v in phases.items()),
+             "", f"| op | self {where} ms | share | calls |", "|---|---:|---:|---:|"]  # fmt: skip
     for e in ops[:rows]:
-        share = e.self_cpu_time_total / total
-        lines.append(f"| `{e.key}` | {e.self_cpu_time_total / 1e3:.1f} | {share:.1%} | {e.count} |")
+        lines.append(f"| `{e.key}` | {self_time(e) / 1e3:.1f} | {self_time(e) / total:.1%} | {e.count} |")
     return "\n".join(lines)
 
 
@@ -144,15 +163,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-onednn", action="store_true", help="skip the oneDNN kernel table")
     parser.add_argument("--compile", action="store_true", help="profile the torch.compile'd model (compiles first)")
     parser.add_argument("--threads", type=int, help="torch threads; 1 gives clean shares on a loaded host")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (CUDA: kernel time per op, no oneDNN table)")
+    parser.add_argument("--model", default="ours", choices=["ours", "nanoGPT-style", "HF GPT-2"])
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    step = make_labelled_step(args.shape, DTYPES[args.dtype], args.compile)
+    step = make_labelled_step(args.shape, DTYPES[args.dtype], args.compile, args.device, args.model)
     step()  # warm-up: allocator, oneDNN primitive cache, compilation
-    print(f"## {args.shape} {args.dtype}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, AMX tiles {torch.cpu._is_amx_tile_supported()}\n")  # fmt: skip
-    print(op_table(step, args.rows))
-    if not args.no_onednn:
+    print(f"## {args.model}, {args.shape} {args.dtype} on {args.device}, {torch.get_num_threads()} threads, CPU "
+          f"capability {torch.backends.cpu.get_cpu_capability()}, AMX tiles {torch.cpu._is_amx_tile_supported()}\n")
+    print(op_table(step, args.rows, args.device))
+    if not args.no_onednn and not is_cuda(args.device):
         print()
         print(onednn_table(step))
 

@@ -154,7 +154,7 @@ def test_gpu_check_short_cpu_run_writes_every_section(tmp_path: Path, cache_dir:
     status = {s["name"]: s for s in saved["sections"]}
     assert saved["device"] == "cpu" and saved["short"] is True and list(status) == list(gpu_check.SECTIONS)
     assert {n: s["status"] for n, s in status.items()} == {"train_step": "ok", "fsdp": "skipped", "compile": "skipped",
-                                                           "generate": "ok", "pretrain": "ok"}  # fmt: skip
+                                                           "generate": "ok", "profile": "ok", "pretrain": "ok"}  # fmt: skip
     assert status["fsdp"]["note"].startswith("FSDP needs CUDA")
     names = {(r["section"], r["name"]) for r in saved["rows"]}
     assert {("MFU", "tiny bf16 ours"), ("train step", "tiny bf16 ours"), ("pretrain", "tiny Trainer.fit, bundled corpus"),
@@ -166,6 +166,7 @@ def test_gpu_check_short_cpu_run_writes_every_section(tmp_path: Path, cache_dir:
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "results.md").read_text()
     assert "| fsdp | skipped |" in md and "| pretrain | ok |" in md and "FSDP needs CUDA" in md
+    assert "## Profile: ours, tiny bf16" in md and "ATen calls" in md and "| `aten::" in md
     assert "| pretrain | tiny Trainer.fit, bundled corpus |" in md and "![pre-training loss curve](loss_curve.png)" in md
     assert "`python train.py model=tiny trainer=cpu" in md and "missed" not in md  # short mode judges no target
 
