@@ -71,6 +71,7 @@ def decoding_runs(new_tokens: int, batch: int, device: str = "cpu"
     return model, runs
 
 
+@torch.inference_mode()
 def near_tie_flips(model: DNAGPT, cached: torch.Tensor, uncached: torch.Tensor, tolerance: float = 1e-3) -> int | None:
     """How many rows of greedy tokens the cached and uncached decoders part in, or None if any parts at a real
     difference. A row may part only where its two tokens' logits tie within ``tolerance`` of the logits' scale, scored by

@@ -182,7 +182,8 @@ def chunk_rows(shape: str, rounds: int, steps: int, device: str = "cpu", batch: 
     secs = interleaved_seconds({"shipped": step, "larger": larger_blocks}, rounds, device)
     n = ids[:, 1:].numel() * steps
     return [Row("train step", f"{shape} bf16 ours, head/CE blocks x{factor}", n / secs["larger"], "tokens/s",
-                "ours as shipped", n / secs["shipped"], note=f"blocks of {shipped * factor:,} logits vs {shipped:,}")]
+                "ours as shipped", n / secs["shipped"],
+                note=f"losses.CHUNK_ELEMENTS {shipped * factor:,} vs {shipped:,} (fp32 logits; bf16 blocks hold twice)")]
 
 
 def run(shapes: list[str], rounds: int, steps: int, compile: bool = False, memory: bool = True, device: str = "cpu",

@@ -14,9 +14,9 @@ import pytest
 import torch
 from hydra import compose, initialize
 
-from bench import gpu_check, train_step
+from bench import generate, gpu_check, train_step
 from bench.common import Row, device_kwargs, format_table, interleaved_seconds, markdown_table
-from dnagpt.model import DNAGPT, GPTConfig
+from dnagpt.model import DNAGPT, GPTConfig, losses
 
 
 def test_row_ratio_and_verdict_in_table() -> None:
@@ -174,23 +174,18 @@ def test_gpu_check_short_cpu_run_writes_every_section(tmp_path: Path, cache_dir:
 def test_cached_decoding_may_part_from_uncached_only_at_a_logit_tie() -> None:
     """The generation bench's cache check: equal rows pass, a row parting at a real logit gap refuses the timing, one
     parting at a tie (here: any gap, with an infinite tolerance) is counted."""
-    from bench.generate import near_tie_flips
-
     torch.manual_seed(0)
     model = DNAGPT(GPTConfig.from_name("tiny", vocab_size=64, block_size=32)).eval()
     tokens = torch.randint(34, 64, (2, 12))
     logits = model(tokens[:1, :8]).logits[0, -1]
     parted = tokens.clone()
     parted[0, 8] = int(logits.argmin()) if int(tokens[0, 8]) == int(logits.argmax()) else int(logits.argmax())
-    with torch.inference_mode():
-        assert near_tie_flips(model, tokens, tokens.clone()) == 0
-        assert near_tie_flips(model, tokens, parted) is None
-        assert near_tie_flips(model, tokens, parted, tolerance=math.inf) == 1
+    assert generate.near_tie_flips(model, tokens, tokens.clone()) == 0
+    assert generate.near_tie_flips(model, tokens, parted) is None
+    assert generate.near_tie_flips(model, tokens, parted, tolerance=math.inf) == 1
 
 
 def test_head_block_ab_times_both_block_sizes_and_restores_the_shipped_one() -> None:
-    from dnagpt.model import losses
-
     shipped = losses.CHUNK_ELEMENTS
     seen: list[int] = []
     original = losses._softmax_grad
