@@ -289,7 +289,8 @@ def pretrain_section(check: Check, budget_s: float, details: dict) -> list[Row]:
     curve = run_dir / "loss_curve.png"
     if curve.is_file():
         shutil.copyfile(curve, check.out / "loss_curve.png")
-    train_loss = csv_series(run_dir / "csv" / "metrics.csv", "train/loss")
+    logged = run_dir / "csv" / "metrics.csv"
+    train_loss = csv_series(logged, "train/loss")
     details.update(clock=clock, train_loss_first=train_loss[0] if train_loss else None,
                    train_loss_last=train_loss[-1] if train_loss else None,
                    final={k: v for k, v in metrics.items() if k.startswith("val/")})  # fmt: skip
@@ -305,7 +306,7 @@ def pretrain_section(check: Check, budget_s: float, details: dict) -> list[Row]:
         note += f"; val/loss {val:.3f}, val/bits_per_base {metrics.get('val/bits_per_base', float('nan')):.3f} (Markov " \
                 f"yardstick {metrics.get('val/markov_bits_per_base', float('nan')):.3f})"
     if (markov := metrics.get("val/markov_bits_per_base")) is not None:
-        crossed = first_step_below(csv_series(run_dir / "csv" / "metrics.csv", "val/bits_per_base"), markov)
+        crossed = first_step_below(csv_series(logged, "val/bits_per_base"), markov)
         details["first_val_step_below_markov"] = crossed
         note += "; never below it" if crossed is None else \
             f"; below it from step {crossed} (about {crossed * clock['train_seconds'] / clock['steps']:.0f} s of training)"
