@@ -32,6 +32,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from bench.common import is_cuda
 from bench.train_step import DTYPES, SHAPES, T, batch_size, build_model, loss_fn
+from dnagpt.utils.heap import keep_freed_memory
 
 PHASES = ("forward", "backward", "optimizer")
 
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (CUDA: kernel time per op, no oneDNN table)")
     parser.add_argument("--model", default="ours", choices=["ours", "nanoGPT-style", "HF GPT-2"])
     args = parser.parse_args(argv)
+    keep_freed_memory()  # what training sets (extras.keep_freed_memory): the bench times that
     if args.threads:
         torch.set_num_threads(args.threads)
     step = make_labelled_step(args.shape, DTYPES[args.dtype], args.compile, args.device, args.model)

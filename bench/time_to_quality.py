@@ -61,6 +61,7 @@ from dnagpt.pipeline import build_parts, build_task
 from dnagpt.tasks.pretrain import PretrainTask
 from dnagpt.tasks.yardsticks import MarkovYardstick
 from dnagpt.utils.errors import ConfigError
+from dnagpt.utils.heap import keep_freed_memory
 from dnagpt.utils.plots import save_figure, subplots
 from dnagpt.utils.pylogger import RankedLogger
 
@@ -466,6 +467,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"), help="folder of the PNG and the JSON")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the recipe, e.g. data.batch_size=8")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # what training sets (extras.keep_freed_memory): the bench times that
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -22,10 +22,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bench import allocator
 from bench.common import Row, device_seconds, interleaved_seconds, is_cuda, report, status_mb
 from bench.reference_gpt import ReferenceGPT, hf_gpt2
 from dnagpt.model import DNAGPT, GPTConfig, losses
 from dnagpt.model.config import DYNAMIC_VOCAB_SIZE, FIXED_VOCAB_SIZE
+from dnagpt.utils.heap import keep_freed_memory
 
 T = 512
 SHAPES = {  # name -> (n_layer, n_head, n_embd, vocab, batch); 0.1b = the released DNAGPT-H body at T=512
@@ -220,6 +222,8 @@ def run(shapes: list[str], rounds: int, steps: int, compile: bool = False, memor
             rows.append(Row("MFU", f"{shape} {key} ours", tps["ours", key] * per_token / 1e9, "GFLOP/s",
                             f"matmul peak {key}", peaks[key] / 1e9,
                             target=mfu_target if (shape, key) == ("0.1b", "bf16") else None))  # fmt: skip
+    if memory and not cuda:  # the host allocator's thresholds: a GPU step's memory is the CUDA caching allocator's
+        rows += [row for shape in shapes for row in allocator.rows(shape, rounds, steps)]
     if memory:
         rows += memory_rows(shapes[0], "bf16", device)
     if compile:
@@ -236,6 +240,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (tens of seconds to compile)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    keep_freed_memory()  # what training sets (extras.keep_freed_memory): the bench times that
     return report(run(args.shapes, args.rounds, args.steps, args.compile, device=args.device), args.json)
 
 

@@ -25,6 +25,7 @@ from dnagpt.config_checks import check_config, instantiate_group, named_group
 from dnagpt.lightning_internals import warn_if_untested
 from dnagpt.tokenizer import KmerTokenizer
 from dnagpt.utils.errors import MissingFileError
+from dnagpt.utils.heap import keep_freed_memory
 from dnagpt.utils.pylogger import RankedLogger
 from dnagpt.utils.task_wrapper import task_wrapper
 
@@ -37,6 +38,8 @@ def apply_extras(cfg: DictConfig) -> None:
         torch.set_num_threads(int(extras.torch_threads))
     if extras.get("matmul_precision"):
         torch.set_float32_matmul_precision(extras.matmul_precision)
+    if extras.get("keep_freed_memory"):
+        keep_freed_memory()
     if extras.get("print_config"):
         log.info("Config:\n" + OmegaConf.to_yaml(cfg, resolve=True))
     warn_if_untested()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 from hydra import compose, initialize
 
-from bench import generate, gpu_check, train_step
+from bench import allocator, generate, gpu_check, train_step
 from bench.common import Row, device_kwargs, format_table, interleaved_seconds, markdown_table
 from dnagpt.model import DNAGPT, GPTConfig, losses
 
@@ -67,6 +68,16 @@ def test_train_step_suite_runs_and_reports_every_row(monkeypatch: pytest.MonkeyP
     assert ("train step", "micro bf16 ours", "micro fp32 ours") in names
     assert ("MFU", "micro bf16 ours", "matmul peak bf16") in names
     assert all(r.value > 0 and (r.baseline_value is None or r.baseline_value > 0) for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt thresholds are glibc's")
+def test_allocator_ab_runs_each_arm_in_its_own_process_and_counts_its_faults() -> None:
+    """Two spawned processes take turns at the tiny bf16 step, one with freed memory kept (what training sets)."""
+    arms = allocator.compare("tiny", rounds=2)
+    (kept, kept_faults), (default, default_faults) = arms["kept"], arms["glibc default"]
+    assert kept > 0 and default > 0
+    assert default_faults > 1000 and kept_faults < default_faults / 2  # the (857, 19564) logit blocks alone: 16k pages
 
 
 def test_markdown_table_has_every_row_and_verdict() -> None:
