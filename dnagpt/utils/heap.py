@@ -4,8 +4,9 @@ glibc serves allocations above its mmap threshold (128 KB, raised up to 32 MB as
 ``mmap`` pages and returns freed heap above its trim threshold to the kernel. A training step allocates and frees the
 same large tensors every step (activations, their gradients, the head's logit blocks, the fp32 gradient of the 19,564 x
 256 or 15,659 x 768 head weight: 20-48 MB), so each step touched 64-450 MB of fresh pages: 16-114 k minor page faults
-per step on the project's 2-core VMs, a few microseconds each. They showed up as the ``fill_``, ``copy_``, ``gelu``
-and softmax ops that first write a new output running 3-5x slower inside the step than alone (``bench/profile_step.py``).
+per step on the project's 2-core VMs, a few microseconds each. They showed up as ops that first write a new output
+(``fill_``, ``copy_``, softmax backward) running 2-60x slower inside the step than once the pages stay
+(``bench/profile_step.py``).
 :func:`keep_freed_memory` raises both thresholds once, so freed blocks stay in the heap for the next step: no faults
 once the heap has settled (a few steps), the same peak RSS. ``bench.allocator`` times the step with and without (the
 ``freed memory kept`` rows of ``python -m bench``). The memory is not given back to the system until the process
