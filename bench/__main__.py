@@ -3,8 +3,9 @@
     python -m bench [--device cuda] [--quick] [--only train_step generate ...] [--json outputs/bench/results.json]
 
 Sections: ``train_step`` (matmul peak; ours vs HF GPT-2 vs a nanoGPT-style reference at the tiny and 0.1B shapes, fp32
-and bf16; MFU), ``framework`` (Trainer.fit vs a raw loop), ``generate`` (KV cache vs none vs HF ``generate``; batched
-haplotypes), ``tokenizer``, ``data`` (pipeline vs training consumption, peak RSS), ``prepare`` (genome cache encoding
+and bf16; MFU; on CPU, the step with freed memory kept vs glibc's default, ``bench.allocator``), ``framework``
+(Trainer.fit vs a raw loop), ``generate`` (KV cache vs none vs HF ``generate``; batched haplotypes), ``tokenizer``,
+``data`` (pipeline vs training consumption, peak RSS), ``prepare`` (genome cache encoding
 of a generated FASTA vs a read-through of it; bytes per base, RSS, concurrent writers, a killed writer),
 ``time_to_quality`` (minutes to a held-out bits-per-base level, ours vs the reference blocks on the same batches of
 the bundled corpus; the CPU recipe on its own corpus is ``python -m bench.time_to_quality --corpus-root ...``). About
