@@ -222,9 +222,9 @@ def run(shapes: list[str], rounds: int, steps: int, compile: bool = False, memor
             rows.append(Row("MFU", f"{shape} {key} ours", tps["ours", key] * per_token / 1e9, "GFLOP/s",
                             f"matmul peak {key}", peaks[key] / 1e9,
                             target=mfu_target if (shape, key) == ("0.1b", "bf16") else None))  # fmt: skip
-    if memory and not cuda:  # the host allocator's thresholds: a GPU step's memory is the CUDA caching allocator's
-        rows += [row for shape in shapes for row in allocator.rows(shape, rounds, steps)]
     if memory:
+        if not cuda:  # the host allocator's thresholds: a GPU step's memory is the CUDA caching allocator's
+            rows += [row for shape in shapes for row in allocator.rows(shape, rounds, steps)]
         rows += memory_rows(shapes[0], "bf16", device)
     if compile:
         rows += compiled_rows("0.1b" if cuda else "tiny", rounds, steps, device)

@@ -16,7 +16,6 @@ ends, which is what a training process wants.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -29,11 +28,9 @@ TRIM_THRESHOLD = (1 << 31) - 1  # the most mallopt takes (an int): never trim th
 def keep_freed_memory() -> bool:
     """Set glibc's mmap and trim thresholds so freed blocks stay mapped; False where the C library is not glibc
     (musl, macOS, Windows: nothing changes there). Process-wide and for the process's lifetime; idempotent."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, TypeError, AttributeError):  # no C library found, or one without mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the symbols this process has loaded: glibc's where it runs on glibc
+    except (OSError, TypeError, AttributeError):  # no such handle (Windows), or a C library without mallopt
         log.debug("No glibc mallopt: the allocator's thresholds stay as they are")
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
