@@ -2,7 +2,8 @@
 against a reference GPT trained on the same recipe, the same batches, in one process.
 
     python -m bench.time_to_quality [--quick] [--corpus-root DIR] [--budget-minutes 10] [--steps N] [--eval-every 50]
-        [--interleave 10] [--reference auto|hf-gpt2|nanogpt] [--cache-dir DIR] [--out outputs/bench] [override ...]
+        [--interleave 10] [--until-yardstick] [--reference auto|hf-gpt2|nanogpt] [--cache-dir DIR] [--out outputs/bench]
+        [override ...]
 
 Tokens per second can rise while learning gets worse (bigger batches, fewer steps, a stalled schedule); this section
 measures what training is for. Both arms run the pre-training recipe composed by Hydra, ``experiment=pretrain_cpu``
@@ -24,7 +25,9 @@ arm's clock counts its training steps only, after one untimed forward + backward
 Every ``--eval-every`` steps both are scored on the same fixed held-out windows: ``val/bits_per_base`` computed by
 ``PretrainTask.shared_step`` itself, beside the Markov yardstick of the task (``MarkovYardstick``: order and smoothing
 chosen on those windows) and the order-0 (base composition) model of the same counts. An arm stops when its own clock
-passes ``--budget-minutes`` (or at ``--steps``); the other runs on alone.
+passes ``--budget-minutes`` (or at ``--steps``, or, with ``--until-yardstick``, at its first evaluation at or below the
+Markov yardstick: what comes after does not change that figure, and the hours a CPU needs to get there are not spent
+twice); the other runs on alone.
 
 Figures: minutes to cross the Markov yardstick (0 per minute when not within budget), minutes to a common level ``q``
 (the worse of the two arms' best held-out bits per base, so both reach it), as 1/minutes so that the ratio is
@@ -39,6 +42,7 @@ import argparse
 import hashlib
 import itertools
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -319,16 +323,27 @@ def build_arms(cfg: DictConfig, reference: str, tokenizer, model_cfg: GPTConfig)
     return [Arm("ours", ours, **kwargs), Arm(REFERENCES[reference], theirs, **kwargs)]
 
 
-def run_arms(cfg: DictConfig, reference: str, budget_minutes: float, eval_every: int, interleave: int) -> Result:
-    """Train both arms on the same batches, alternating ``interleave`` steps, until each has spent its budget."""
+def finished(arm: Arm, budget_s: float, stop_at: float) -> bool:
+    """An arm is done when it has spent its budget, run its schedule, or been scored at or below ``stop_at`` at its
+    latest evaluation (``-inf``: never)."""
+    return arm.train_seconds >= budget_s or arm.steps >= arm.total_steps or arm.curve[-1].bits <= stop_at
+
+
+def run_arms(cfg: DictConfig, reference: str, budget_minutes: float, eval_every: int, interleave: int,
+             until_yardstick: bool = False) -> Result:  # fmt: skip
+    """Train both arms on the same batches, alternating ``interleave`` steps, until each has spent its budget (or, with
+    ``until_yardstick``, has come down to the Markov yardstick)."""
     if budget_minutes <= 0 or eval_every < 1 or interleave < 1:
         raise ConfigError(f"{PROG}: need --budget-minutes > 0, --eval-every >= 1 and --interleave >= 1")
+    if until_yardstick and cfg.task.get("markov_max_order") is None:
+        raise ConfigError(f"{PROG} --until-yardstick needs the Markov yardstick (task.markov_max_order is null)")
     tokenizer, datamodule, model_cfg = build_parts(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     arms = build_arms(cfg, reference, tokenizer, model_cfg)
     yardsticks = fit_yardsticks(cfg, datamodule, arms[0].task)
     log.info(f"yardsticks: {yardsticks}")
+    stop_at = yardsticks.markov if until_yardstick else -math.inf
     val_batches = list(datamodule.val_dataloader())
     for arm in arms:
         arm.evaluate(val_batches)
@@ -343,9 +358,9 @@ def run_arms(cfg: DictConfig, reference: str, budget_minutes: float, eval_every:
         for arm in active if turn % 2 == 0 else active[::-1]:
             for batch in block:
                 arm.train_step(batch)
-                if arm.steps % eval_every == 0:
-                    arm.evaluate(val_batches)
-            if arm.train_seconds >= budget_s or arm.steps >= arm.total_steps:
+                if arm.steps % eval_every == 0 and arm.evaluate(val_batches).bits <= stop_at:
+                    break  # down to the yardstick: done, the rest of the block unused
+            if finished(arm, budget_s, stop_at):
                 arm.done = True
                 if arm.curve[-1].step != arm.steps:
                     arm.evaluate(val_batches)
@@ -432,13 +447,13 @@ def resolve_reference(reference: str) -> str:
 def measure(
     quick: bool, out: Path, corpus_root: str | None = None, cache_dir: str | None = None,
     budget_minutes: float | None = None, steps: int | None = None, eval_every: int | None = None, interleave: int = 10,
-    reference: str = "auto", overrides: Sequence[str] = (),
+    reference: str = "auto", overrides: Sequence[str] = (), until_yardstick: bool = False,
 ) -> tuple[list[Row], Result]:  # fmt: skip
     """Compose, run both arms, write the PNG and the JSON under ``out``; the rows and the whole result."""
     defaults = QUICK_DEFAULTS if quick else {"budget_minutes": 10.0, "steps": None, "eval_every": 50}
     cfg = compose_recipe(quick, corpus_root, cache_dir, steps or defaults["steps"], overrides)
     result = run_arms(cfg, resolve_reference(reference), budget_minutes or defaults["budget_minutes"],
-                      eval_every or defaults["eval_every"], interleave)  # fmt: skip
+                      eval_every or defaults["eval_every"], interleave, until_yardstick)  # fmt: skip
     table = rows(result)
     png = plot(result, out / "time_to_quality.png")
     write_json(table, out / "time_to_quality.json", {"quick": quick, **curves(result)})
@@ -461,6 +476,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--steps", type=int, help="most steps per arm, and the schedule's length (the recipe's)")
     parser.add_argument("--eval-every", type=int, help="steps between held-out evaluations (50; quick 20)")
     parser.add_argument("--interleave", type=int, default=10, help="steps of one arm before the other's turn")
+    parser.add_argument("--until-yardstick", action="store_true",
+                        help="stop each arm at its first evaluation at or below the Markov yardstick")  # fmt: skip
     parser.add_argument("--reference", choices=["auto", *REFERENCES], default="auto",
                         help="auto: HF GPT-2 when transformers is installed, else nanoGPT-style")  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
@@ -472,7 +489,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if args.threads:
         torch.set_num_threads(args.threads)
     table, _ = measure(args.quick, args.out, args.corpus_root, args.cache_dir, args.budget_minutes, args.steps,
-                       args.eval_every, args.interleave, args.reference, args.overrides)  # fmt: skip
+                       args.eval_every, args.interleave, args.reference, args.overrides,
+                       args.until_yardstick)  # fmt: skip
     print(format_table(table))
     print(f"written to {args.out / 'time_to_quality.json'} and {args.out / 'time_to_quality.png'}")
     return table

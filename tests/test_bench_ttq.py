@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from bench import time_to_quality as ttq
 from bench.reference_gpt import ReferenceGPT
 from dnagpt.model.config import GPTConfig
 from dnagpt.pipeline import build_parts
+from dnagpt.utils.errors import ConfigError
 
 # the quick recipe shrunk to seconds: a 1-layer model on 64 positions, 2 sentences a batch, 2 held-out windows
 TOY = ["corpus=bundled_human", "model.block_size=64", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
@@ -93,3 +96,35 @@ def test_quick_path_trains_both_arms_on_the_same_batches(tmp_path: Path, cache_d
     saved = json.loads((out / "time_to_quality.json").read_text())
     assert set(saved["arms"]) == {"ours", "nanoGPT-style"} and saved["yardsticks"]["markov"] == ys.markov
     assert [len(a["curve"]) for a in saved["arms"].values()] == [4, 4] and len(saved["rows"]) == 3
+
+
+def test_an_arm_is_finished_by_budget_schedule_or_its_latest_score() -> None:
+    def arm(steps: int, seconds: float, curve: list[tuple[int, float]]) -> SimpleNamespace:
+        return SimpleNamespace(steps=steps, total_steps=100, train_seconds=seconds,
+                               curve=[ttq.Point(step, 0.0, bits) for step, bits in curve])  # fmt: skip
+
+    assert not ttq.finished(arm(10, 5.0, [(0, 2.2), (10, 2.0)]), 60.0, 1.9)
+    assert ttq.finished(arm(10, 5.0, [(0, 2.2), (10, 1.9)]), 60.0, 1.9)  # at the level: done
+    assert not ttq.finished(arm(12, 5.0, [(0, 2.2), (10, 1.8)]), 60.0, -math.inf)  # no level asked for
+    assert not ttq.finished(arm(12, 5.0, [(0, 1.8), (10, 2.0)]), 60.0, 1.9)  # the latest score counts
+    assert ttq.finished(arm(12, 61.0, [(0, 2.2)]), 60.0, -math.inf)  # budget spent
+    assert ttq.finished(arm(100, 5.0, [(0, 2.2)]), 60.0, -math.inf)  # schedule run
+
+
+def test_until_yardstick_stops_each_arm_at_its_first_evaluation_at_or_below_it(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A yardstick set above every score the toy arms reach: each stops at its first evaluation after training (step 2
+    of 6), the rows then give no verdict (the level was met before any training), and training stops there."""
+    monkeypatch.setattr(ttq, "fit_yardsticks", lambda *_: ttq.Yardsticks(markov=9.0, markov_order=3, order0=9.5))
+    table, result = ttq.measure(True, tmp_path, cache_dir=str(cache_dir), budget_minutes=30, steps=6, eval_every=2,
+                                interleave=3, reference="nanogpt", overrides=TOY, until_yardstick=True)  # fmt: skip
+    for arm in result.arms:
+        assert arm.done and arm.steps == 2 and [p.step for p in arm.curve] == [0, 2]
+    assert "no verdict" in table[1].note
+
+
+def test_until_yardstick_needs_a_yardstick(tmp_path: Path, cache_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="--until-yardstick needs the Markov yardstick"):
+        ttq.measure(True, tmp_path, cache_dir=str(cache_dir), steps=2, reference="nanogpt",
+                    overrides=[*TOY, "task.markov_max_order=null"], until_yardstick=True)  # fmt: skip
