@@ -26,8 +26,8 @@ Every ``--eval-every`` steps both are scored on the same fixed held-out windows:
 ``PretrainTask.shared_step`` itself, beside the Markov yardstick of the task (``MarkovYardstick``: order and smoothing
 chosen on those windows) and the order-0 (base composition) model of the same counts. An arm stops when its own clock
 passes ``--budget-minutes`` (or at ``--steps``, or, with ``--until-yardstick``, at its first evaluation at or below the
-Markov yardstick: what comes after does not change that figure, and the hours a CPU needs to get there are not spent
-twice); the other runs on alone.
+Markov yardstick: what comes after does not change that figure, so the run lasts until the slower arm's crossing, not
+two whole budgets); the other runs on alone.
 
 Figures: minutes to cross the Markov yardstick (0 per minute when not within budget), minutes to a common level ``q``
 (the worse of the two arms' best held-out bits per base, so both reach it), as 1/minutes so that the ratio is
