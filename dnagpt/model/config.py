@@ -23,7 +23,7 @@ FIXED_VOCAB_SIZE = 15_659  # 6-mers only: the 4096-token human model
 DYNAMIC_VOCAB_SIZE = 19_564  # 1..6-mers: the 512-token multi-species models
 
 # Fields that change the state-dict shapes or the meaning of the weights of a released preset.
-_LOCKED_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "number_token_id")
+_LOCKED_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "tie_head", "number_token_id")
 
 
 @dataclass
@@ -39,6 +39,7 @@ class GPTConfig:
     n_embd: int = 256  # model width D
     dropout: float = 0.0  # embedding, attention and residual dropout (0 in the release)
     bias: bool = False  # biases in Linear and LayerNorm (none in the release)
+    tie_head: bool = False  # token head = one Linear sharing wte's matrix (GPT-2), not the release's untied MLP
     number_token_id: int = KmerTokenizer.number_id  # id of <M>: every inserted value must follow this token
 
     def __post_init__(self) -> None:

@@ -43,6 +43,21 @@ class TokenHead(MLPHead):
         super().__init__(n_embd, n_embd, vocab_rows, bias)
 
 
+class TiedTokenHead(nn.Sequential):
+    """GPT-2's token head ``(..., D) -> (..., rows)``: one bias-free Linear whose weight *is* ``wte``'s matrix
+    (``GPTConfig.tie_head``). Indexed like :class:`TokenHead` (``self[-1]`` is the output Linear); its weight is saved
+    once, under ``transformer.wte`` (see ``DNAGPT``)."""
+
+    def __init__(self, wte: nn.Embedding) -> None:
+        out = nn.Linear(wte.embedding_dim, wte.num_embeddings, bias=False)
+        out.weight = wte.weight
+        super().__init__(out)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Nothing stands before the output Linear."""
+        return x
+
+
 class RegressionHead(MLPHead):
     """Value predictor ``(..., D) -> (..., 1)`` read at a ``<M>`` token."""
 

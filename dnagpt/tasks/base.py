@@ -94,7 +94,8 @@ class DNAGPTTask(LightningModule):
                 "inserted numbers must follow the token the tokenizer writes"
             )
         self.model = DNAGPT(cfg)
-        for rows in (self.model.transformer.wte.weight, self.model.token_head[-1].weight):
+        matrices = {id(p): p for p in (self.model.transformer.wte.weight, self.model.token_head[-1].weight)}
+        for rows in matrices.values():  # a tied head's matrix is wte's: drawn once
             compose_kmer_rows(rows, self.tokenizer, kmer_init)  # a fresh model only: init_from and resume overwrite it
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -126,7 +127,7 @@ class DNAGPTTask(LightningModule):
             )
         if ckpt.model_cfg is not None:
             theirs, mine = GPTConfig.from_dict(dict(ckpt.model_cfg)), self.model.config
-            different = [f for f in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
+            different = [f for f in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "tie_head")
                          if getattr(theirs, f) != getattr(mine, f)]  # fmt: skip
             if different:
                 shown = ", ".join(f"{f} {getattr(theirs, f)} vs {getattr(mine, f)}" for f in different)
