@@ -183,6 +183,11 @@ class Arm:
     def minutes(self) -> float:
         return self.train_seconds / 60
 
+    @property
+    def tokens_per_second(self) -> float:
+        """Training throughput; 0 for an arm that trained no step (it was at its level untrained)."""
+        return self.tokens / self.train_seconds if self.train_seconds else 0.0
+
     def autocast(self) -> torch.autocast:
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
@@ -346,7 +351,7 @@ def run_arms(cfg: DictConfig, reference: str, budget_minutes: float, eval_every:
     stop_at = yardsticks.markov if until_yardstick else -math.inf
     val_batches = list(datamodule.val_dataloader())
     for arm in arms:
-        arm.evaluate(val_batches)
+        arm.done = arm.evaluate(val_batches).bits <= stop_at  # there untrained: no step would change the figure
     first, stream = peek(iter(datamodule.train_dataloader()))
     for arm in arms:
         arm.warm_up(first)
@@ -400,8 +405,8 @@ def rows(result: Result) -> list[Row]:
     if ys.markov is not None:
         out.append(level_row(f"1/min to Markov order-{ys.markov_order} yardstick {ys.markov:.4f}, ours", ys.markov, ours,
                              ref, f"budget {result.budget_minutes:g} min per arm; order 0 {ys.order0:.4f}"))  # fmt: skip
-    out.append(Row(SECTION, "training tokens/s, ours", ours.tokens / ours.train_seconds, "tokens/s", ref.name,
-                   ref.tokens / ref.train_seconds,
+    out.append(Row(SECTION, "training tokens/s, ours", ours.tokens_per_second, "tokens/s", ref.name,
+                   ref.tokens_per_second,
                    note=f"training steps only (ours {ours.steps}, {ref.name} {ref.steps}); held-out evaluation apart: "
                         f"ours {ours.eval_seconds:.0f} s, {ref.name} {ref.eval_seconds:.0f} s; batches drawn "
                         f"{result.data_seconds:.0f} s"))  # fmt: skip

@@ -114,14 +114,24 @@ def test_an_arm_is_finished_by_budget_schedule_or_its_latest_score() -> None:
 def test_until_yardstick_stops_each_arm_at_its_first_evaluation_at_or_below_it(
     tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A yardstick set above every score the toy arms reach: each stops at its first evaluation after training (step 2
-    of 6), the rows then give no verdict (the level was met before any training), and training stops there."""
+    """A yardstick set above every score the toy arms reach: each is there untrained, so neither trains a step and
+    the rows give no verdict; one set between the untrained and trained scores stops each at its first evaluation
+    at or below it (step 2 of 6)."""
     monkeypatch.setattr(ttq, "fit_yardsticks", lambda *_: ttq.Yardsticks(markov=9.0, markov_order=3, order0=9.5))
     table, result = ttq.measure(True, tmp_path, cache_dir=str(cache_dir), budget_minutes=30, steps=6, eval_every=2,
                                 interleave=3, reference="nanogpt", overrides=TOY, until_yardstick=True)  # fmt: skip
     for arm in result.arms:
-        assert arm.done and arm.steps == 2 and [p.step for p in arm.curve] == [0, 2]
+        assert arm.done and arm.steps == 0 and [p.step for p in arm.curve] == [0]
     assert "no verdict" in table[1].note
+
+    below_untrained = min(arm.curve[0].bits for arm in result.arms) - 1e-4
+    monkeypatch.setattr(ttq, "fit_yardsticks", lambda *_: ttq.Yardsticks(markov=below_untrained, markov_order=3,
+                                                                         order0=9.5))  # fmt: skip
+    table, result = ttq.measure(True, tmp_path, cache_dir=str(cache_dir), budget_minutes=30, steps=6, eval_every=2,
+                                interleave=3, reference="nanogpt", overrides=TOY, until_yardstick=True)  # fmt: skip
+    for arm in result.arms:
+        assert arm.done and arm.steps == 2 and [p.step for p in arm.curve] == [0, 2]
+        assert arm.curve[1].bits <= below_untrained
 
 
 def test_until_yardstick_needs_a_yardstick(tmp_path: Path, cache_dir: Path) -> None:
