@@ -2,7 +2,8 @@
 
 All three share the release's layout ``Sequential(Linear, SiLU, LayerNorm, Linear)``, so their state-dict keys are
 ``.0 .2 .3`` exactly as in the released checkpoints (the SiLU at index 1 has no weights). They stay plain
-``nn.Sequential`` subclasses: inputs and outputs keep the Linear convention ``(..., in) -> (..., out)``.
+``nn.Sequential`` subclasses: inputs and outputs keep the Linear convention ``(..., in) -> (..., out)``. GPT-2's tied
+token head (``GPTConfig.tie_head``, not in the release) is one Linear over the embedding matrix, indexed the same way.
 """
 
 from __future__ import annotations
