@@ -350,12 +350,13 @@ def run_arms(cfg: DictConfig, reference: str, budget_minutes: float, eval_every:
     log.info(f"yardsticks: {yardsticks}")
     stop_at = yardsticks.markov if until_yardstick else -math.inf
     val_batches = list(datamodule.val_dataloader())
+    budget_s, data_seconds, turn = budget_minutes * 60, 0.0, 0
     for arm in arms:
-        arm.done = arm.evaluate(val_batches).bits <= stop_at  # there untrained: no step would change the figure
+        arm.evaluate(val_batches)
+        arm.done = finished(arm, budget_s, stop_at)  # at the yardstick untrained: no step would change the figure
     first, stream = peek(iter(datamodule.train_dataloader()))
     for arm in arms:
         arm.warm_up(first)
-    budget_s, data_seconds, turn = budget_minutes * 60, 0.0, 0
     while active := [arm for arm in arms if not arm.done]:
         start = time.perf_counter()
         block = [next(stream) for _ in range(min(interleave, active[0].total_steps - active[0].steps))]
