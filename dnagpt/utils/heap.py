@@ -7,10 +7,10 @@ same large tensors every step (activations, their gradients, the head's logit bl
 per step on the project's 2-core VMs, a few microseconds each. They showed up as ops that first write a new output
 (``fill_``, ``copy_``, softmax backward) running 2-60x slower inside the step than once the pages stay
 (``bench/profile_step.py``).
-:func:`keep_freed_memory` raises both thresholds once, so freed blocks stay in the heap for the next step: no faults
-once the heap has settled (a few steps), the same peak RSS. ``bench.allocator`` times the step with and without (the
-``freed memory kept`` rows of ``python -m bench``). The memory is not given back to the system until the process
-ends, which is what a training process wants.
+:func:`keep_freed_memory` raises the mmap threshold and turns trimming off, once, so freed blocks stay in the heap
+for the next step: no faults once the heap has settled (a few steps), the same peak RSS. ``bench.allocator`` times the
+step with and without (the ``freed memory kept`` rows of ``python -m bench``). The memory is not given back to the
+system until the process ends, which is what a training process wants.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
 MMAP_THRESHOLD = 1 << 30  # blocks below 1 GiB come from the heap (the largest a step frees is a few hundred MB)
-TRIM_THRESHOLD = (1 << 31) - 1  # the most mallopt takes (an int): never trim the heap in practice
+# mallopt(3)'s "never trim". The largest positive threshold (2 GiB - 1) was not enough: beside our tied-head arm in
+# bench.time_to_quality, HF GPT-2's step freed more than that at the heap's top, 617 k faults per step
+TRIM_THRESHOLD = -1
 
 
 def keep_freed_memory() -> bool:
