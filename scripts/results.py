@@ -141,10 +141,14 @@ def gsr_files(data_root: Path | None, scale: Scale) -> list[str]:
             f"data.files.tis={data_root / 'gsr_tis_3species.tsv.gz'}"]
 
 
-CORPORA = {"pretrain": ("chromosomes", "bundled", "pre-training"),
-           "pretrain_human": ("chromosomes_human", "bundled_human", "pre-training, human only")}
-"""Pre-training row -> its corpus with the shared data, at smoke scale, and its name in the table (the H vs M ablation:
-the same recipe on human chr20 alone against the six species)."""
+CORPORA = {"pretrain": ("chromosomes", "bundled", "pre-training", ()),
+           "pretrain_human": ("chromosomes_human", "bundled_human", "pre-training, human only", ()),
+           "pretrain_tied": ("chromosomes", "bundled", "pre-training, tied token head", ("model.tie_head=true",))}
+"""Pre-training row -> its corpus with the shared data, at smoke scale, its name in the table and what else it
+overrides: the H vs M ablation (the same recipe on human chr20 alone against the six species), and the six species
+with GPT-2's tied token head instead of the release's MLP head (no fine-tuning arm starts from it)."""
+PRETRAINING_OF = {"pretrained": "pretrain", "pretrained_human": "pretrain_human"}
+"""Fine-tuning arm -> the pre-training row whose first seed it starts from."""
 
 
 def pretrain_row(out: Path, scale: Scale, data_root: Path | None, seeds: Sequence[int],
@@ -152,10 +156,10 @@ def pretrain_row(out: Path, scale: Scale, data_root: Path | None, seeds: Sequenc
     """The CPU recipe on the chromosome corpus, or on its human part, once per seed in ``out/seed<N>`` (``--pretrain-dir``
     may point at runs made before, resumed if unfinished); the fine-tuning arms start from the first seed's last
     checkpoint."""
-    full, small, what = CORPORA[name]
+    full, small, what, extra = CORPORA[name]
     shared = data_root is not None and scale.full_data
     corpus = [f"corpus={full}", f"corpus.root={data_root}"] if shared else [f"corpus={small}"]
-    recipe = ["experiment=pretrain_cpu", *corpus, f"trainer.max_steps={scale.pretrain_steps}",
+    recipe = ["experiment=pretrain_cpu", *corpus, *extra, f"trainer.max_steps={scale.pretrain_steps}",
               f"trainer.val_check_interval={min(250, scale.val_every * 25) if scale.full_data else 2}",
               "task.scheduler.warmup_steps=" + ("200" if scale.full_data else "1")]
     row = Row(name, f"{what}, held-out bits per base (lower is better) vs order-k Markov",
@@ -319,18 +323,20 @@ def write_table(doc: Path, body: list[str], begin: str = BEGIN, end: str = END) 
 
 
 def build_rows(args: argparse.Namespace) -> tuple[list[Row], list[Row], dict[str, Path]]:
-    """The pre-training rows (six species, human only), the fine-tuning rows, and each pre-trained arm's checkpoint."""
+    """The pre-training rows (six species, human only, tied head), the fine-tuning rows, and each pre-trained arm's
+    checkpoint."""
     scale = SCALES[args.scale]
     multi, last = pretrain_row(args.pretrain_dir or args.out / "pretrain", scale, args.data_root, args.pretrain_seeds)
     human, last_human = pretrain_row(args.out / "pretrain_human", scale, args.data_root, args.pretrain_seeds,
                                      "pretrain_human")
+    tied, _ = pretrain_row(args.out / "pretrain_tied", scale, args.data_root, args.pretrain_seeds, "pretrain_tied")
     starts = {"pretrained": args.pretrained or last, "pretrained_human": args.pretrained_human or last_human}
     rows = [gsr_row("pas", sp, args.out, scale, args.data_root, args.seeds, starts, args.arms)
             for sp in ("human", "mouse", "bovine", "fruitfly")]
     rows += [gsr_row("tis", sp, args.out, scale, args.data_root, args.seeds, starts, args.arms)
              for sp in ("yeast", "arabidopsis")]
     rows.append(expression_row(args.out, scale, args.folds, starts, args.arms))
-    return [multi, human], rows, starts
+    return [multi, human, tied], rows, starts
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -380,9 +386,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     log.info(" ".join(run.command()[1:]))
         return
     fine_tuning = any(row not in pres for row in chosen)
-    for arm, pre in zip(("pretrained", "pretrained_human"), pres, strict=True):
-        if fine_tuning and arm in args.arms and pre not in chosen and not starts[arm].is_file() and not args.report_only:
-            parser.error(f"the {arm} arm starts from {starts[arm]}, which does not exist: run the {pre.name} row first "
+    names = {row.name for row in chosen}
+    for arm, pre in PRETRAINING_OF.items():
+        if fine_tuning and arm in args.arms and pre not in names and not starts[arm].is_file() and not args.report_only:
+            parser.error(f"the {arm} arm starts from {starts[arm]}, which does not exist: run the {pre} row first "
                          f"or name a checkpoint with --{arm.replace('_', '-')}")
     began = ", ".join(ARMS[a] + (f" from `{starts[a].name}`" if a in starts else "") for a in args.arms)
     body = [f"Regenerated by `python scripts/results.py --data-root /path/to/shared/data --scale {args.scale} "

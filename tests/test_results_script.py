@@ -98,6 +98,14 @@ def test_h_vs_m_pre_trainings_differ_only_in_the_corpus(tmp_path: Path) -> None:
     assert last == tmp_path / "h" / "seed7" / "checkpoints" / "last.ckpt"
 
 
+def test_tied_head_pre_training_differs_from_the_recipe_only_by_the_head(tmp_path: Path) -> None:
+    multi, _ = results.pretrain_row(tmp_path / "m", results.SCALES["cpu"], Path("/data"), [7])
+    tied, _ = results.pretrain_row(tmp_path / "t", results.SCALES["cpu"], Path("/data"), [7], "pretrain_tied")
+    (m,), (t,) = ([run.overrides for run in row.runs[("model", 7)]] for row in (multi, tied))
+    assert [o for o in t if o not in m] == ["model.tie_head=true"] and all(o in t for o in m)
+    assert "tied token head" in tied.what
+
+
 def test_pre_training_seeds_are_replicates_and_the_first_is_the_start(tmp_path: Path) -> None:
     row, last = results.pretrain_row(tmp_path, results.SCALES["cpu"], None, [1337, 1, 2])
     assert list(row.runs) == [("model", 1337), ("model", 1), ("model", 2)]
