@@ -68,15 +68,19 @@ libc.sbrk.restype, libc.sbrk.argtypes = ctypes.c_void_p, (ctypes.c_long,)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
 libc.free.argtypes = (ctypes.c_void_p,)
 assert keep_freed_memory()
+start = libc.sbrk(0)
 blocks = [libc.malloc(768 << 20) for _ in range(3)]
 peak = libc.sbrk(0)
 for block in blocks:
     libc.free(block)
-print((peak - libc.sbrk(0)) >> 20)
+print((peak - start) >> 20, (peak - libc.sbrk(0)) >> 20)
 """
 
 
 @glibc
 def test_more_than_two_gib_freed_at_the_top_stays_in_the_heap() -> None:
-    given_back = subprocess.run([sys.executable, "-c", TRIM], capture_output=True, text=True, check=True).stdout
-    assert int(given_back) == 0  # MiB returned to the system; with a 2 GiB - 1 trim threshold all 2,304 were
+    out = subprocess.run([sys.executable, "-c", TRIM], capture_output=True, text=True, check=True).stdout
+    grown, given_back = map(int, out.split())  # MiB
+    if grown < 3 * 768:
+        pytest.skip(f"the heap grew by {grown} MiB, not 2,304: this system served the blocks otherwise (mmap, no memory)")
+    assert given_back == 0  # with a 2 GiB - 1 trim threshold all 2,304 MiB went back to the system
