@@ -146,9 +146,9 @@ CORPORA = {"pretrain": ("chromosomes", "bundled", "pre-training", ()),
            "pretrain_tied": ("chromosomes", "bundled", "pre-training, tied token head", ("model.tie_head=true",))}
 """Pre-training row -> its corpus with the shared data, at smoke scale, its name in the table and what else it
 overrides: the H vs M ablation (the same recipe on human chr20 alone against the six species), and the six species
-with GPT-2's tied token head instead of the release's MLP head (no fine-tuning arm starts from it)."""
-PRETRAINING_OF = {"pretrained": "pretrain", "pretrained_human": "pretrain_human"}
-"""Fine-tuning arm -> the pre-training row whose first seed it starts from."""
+with GPT-2's tied token head instead of the release's MLP head."""
+PRETRAINING_OF = {"pretrained": "pretrain", "pretrained_human": "pretrain_human", "pretrained_tied": "pretrain_tied"}
+"""Fine-tuning arm -> the pre-training row whose first seed it starts from (its model overrides come along)."""
 
 
 def pretrain_row(out: Path, scale: Scale, data_root: Path | None, seeds: Sequence[int],
@@ -172,8 +172,11 @@ def pretrain_row(out: Path, scale: Scale, data_root: Path | None, seeds: Sequenc
     return row, out / f"seed{seeds[0]}" / "checkpoints" / "last.ckpt"
 
 
-# --arms name -> the arm's name in the table; pretrained_human starts from the human-only pre-training (H vs M)
-ARMS = {"pretrained": "pretrained", "random": "random init", "pretrained_human": "pretrained, human only"}
+# --arms name -> the arm's name in the table; pretrained_human starts from the human-only pre-training (H vs M),
+# pretrained_tied from the tied-head one (run on demand: not in DEFAULT_ARMS, the arms of the whole table)
+ARMS = {"pretrained": "pretrained", "random": "random init", "pretrained_human": "pretrained, human only",
+        "pretrained_tied": "pretrained, tied head"}
+DEFAULT_ARMS = ("pretrained", "random", "pretrained_human")
 
 
 def arm_dir(arm: str) -> str:
@@ -183,12 +186,13 @@ def arm_dir(arm: str) -> str:
 
 def init_arms(starts: Mapping[str, Path], arms: Sequence[str]) -> list[tuple[str, list[str]]]:
     """The fine-tuning arms asked for, with the overrides that set their initialisation (``starts``: the checkpoint of
-    each pre-trained arm)."""
-    return [(ARMS[a], [f"init_from={starts[a]}"] if a in starts else []) for a in ARMS if a in arms]
+    each pre-trained arm) and the model overrides of the pre-training it starts from (a tied head stays tied)."""
+    return [(ARMS[a], [f"init_from={starts[a]}", *CORPORA[PRETRAINING_OF[a]][3]] if a in starts else [])
+            for a in ARMS if a in arms]
 
 
 def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path | None, seeds: Sequence[int],
-            starts: Mapping[str, Path], arms: Sequence[str] = tuple(ARMS)) -> Row:
+            starts: Mapping[str, Path], arms: Sequence[str] = DEFAULT_ARMS) -> Row:
     """Fine-tuned from the pre-training checkpoint and from random initialisation, same budget, same split per seed."""
     name = f"{signal}_{species}"
     # data.phases as in experiment=finetune_gsr_cpu, given to both commands (evaluate.py has no experiment group; left
@@ -216,7 +220,7 @@ def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path 
 
 
 def expression_row(out: Path, scale: Scale, folds: int, starts: Mapping[str, Path],
-                   arms: Sequence[str] = tuple(ARMS)) -> Row:
+                   arms: Sequence[str] = DEFAULT_ARMS) -> Row:
     """5-fold cross-validation on the mini set: each fold's test genes once, ridge fitted on the same training folds.
     The recipe of docs/expression.md (epoch-based, best epoch by val R²) on the six phases (docs/phases.md), at lr 3e-4:
     chosen over the task's 1e-4 by validation R² on every fold (docs/results.md)."""
@@ -329,8 +333,10 @@ def build_rows(args: argparse.Namespace) -> tuple[list[Row], list[Row], dict[str
     multi, last = pretrain_row(args.pretrain_dir or args.out / "pretrain", scale, args.data_root, args.pretrain_seeds)
     human, last_human = pretrain_row(args.out / "pretrain_human", scale, args.data_root, args.pretrain_seeds,
                                      "pretrain_human")
-    tied, _ = pretrain_row(args.out / "pretrain_tied", scale, args.data_root, args.pretrain_seeds, "pretrain_tied")
-    starts = {"pretrained": args.pretrained or last, "pretrained_human": args.pretrained_human or last_human}
+    tied, last_tied = pretrain_row(args.out / "pretrain_tied", scale, args.data_root, args.pretrain_seeds,
+                                   "pretrain_tied")
+    starts = {"pretrained": args.pretrained or last, "pretrained_human": args.pretrained_human or last_human,
+              "pretrained_tied": args.pretrained_tied or last_tied}
     rows = [gsr_row("pas", sp, args.out, scale, args.data_root, args.seeds, starts, args.arms)
             for sp in ("human", "mouse", "bovine", "fruitfly")]
     rows += [gsr_row("tis", sp, args.out, scale, args.data_root, args.seeds, starts, args.arms)
@@ -353,10 +359,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "pretrain row's first seed's last.ckpt)")
     parser.add_argument("--pretrained-human", type=Path, help="checkpoint the pretrained_human arm starts from "
                         "(default: the pretrain_human row's first seed's last.ckpt, OUT/pretrain_human/seed<N>)")
+    parser.add_argument("--pretrained-tied", type=Path, help="checkpoint the pretrained_tied arm starts from "
+                        "(default: the pretrain_tied row's first seed's last.ckpt, OUT/pretrain_tied/seed<N>)")
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--only", default="", help="comma-separated row names (default: all)")
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
-                        help="fine-tuning arms to run (random needs no pre-training checkpoint)")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(DEFAULT_ARMS),
+                        help="fine-tuning arms to run (random needs no pre-training checkpoint; default: all but "
+                        "pretrained_tied)")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--threads", type=int, help="torch/BLAS threads per run (OMP_NUM_THREADS of the children; "
                         "default: torch's, one per core): several drivers on one machine want cores / drivers each, "

@@ -14,7 +14,7 @@ results = sys.modules["results_script"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(results)
 
 DOC = "# Results\n\nprose before\n\n<!-- results:begin -->\nold table\n<!-- results:end -->\n\nprose after\n"
-STARTS = {"pretrained": Path("pre.ckpt"), "pretrained_human": Path("pre_h.ckpt")}
+STARTS = {"pretrained": Path("pre.ckpt"), "pretrained_human": Path("pre_h.ckpt"), "pretrained_tied": Path("pre_t.ckpt")}
 
 
 def test_interval_is_the_student_t_half_width_over_seeds_and_the_sd_over_folds() -> None:
@@ -87,6 +87,16 @@ def test_arms_choose_the_initialisations_run(tmp_path: Path) -> None:
     assert human_only == tmp_path / "pas_human" / "pretrained_human_only" / "seed0" / "train"
     train, evaluate = every.runs[("random init", 0)]
     assert "data.phases=6" in train.overrides and "data.phases=6" in evaluate.overrides  # tested as it was trained
+
+
+def test_a_tied_head_pre_training_is_fine_tuned_with_its_head_tied(tmp_path: Path) -> None:
+    """Its checkpoint is refused by a model built untied: the arm carries the pre-training's model override."""
+    row = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0], STARTS,
+                          ["pretrained", "pretrained_tied"])
+    (tied_train, _), (plain_train, _) = row.runs[("pretrained, tied head", 0)], row.runs[("pretrained", 0)]
+    assert [o for o in tied_train.overrides if o not in plain_train.overrides] == ["init_from=pre_t.ckpt",
+                                                                                   "model.tie_head=true"]
+    assert "pretrained_tied" not in results.DEFAULT_ARMS  # the whole table runs it only when asked
 
 
 def test_h_vs_m_pre_trainings_differ_only_in_the_corpus(tmp_path: Path) -> None:
