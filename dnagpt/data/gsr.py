@@ -136,6 +136,7 @@ class GSRDataModule(SplitLoaders, L.LightningDataModule):
         rebalance: bool = True,
         batch_size: int = 8,
         num_workers: int = 0,
+        pin_memory: bool = False,
         seed: int = 1337,
         phases: int | None = None,
         train_phases: str = "random",
@@ -161,7 +162,7 @@ class GSRDataModule(SplitLoaders, L.LightningDataModule):
         self.split, self.fractions, self.block_bp = split, list(fractions), block_bp
         self.holdout_chromosomes = holdout_chromosomes
         self.dedup, self.rebalance = dedup, rebalance
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.batch_size, self.num_workers, self.pin_memory, self.seed = batch_size, num_workers, pin_memory, seed
         self.phases, self.train_phases = phases, train_phases
         self.local_batch_size = batch_size
         self.tables: dict[str, GSRTable] = {}
@@ -224,4 +225,5 @@ class GSRDataModule(SplitLoaders, L.LightningDataModule):
             num_workers=self.num_workers,
             worker_init_fn=ignore_preemption_signals,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
         )

@@ -200,6 +200,7 @@ class SequenceLabelsDataModule(SplitLoaders, L.LightningDataModule):
         window_stride: int | None = None,
         batch_size: int = 8,
         num_workers: int = 0,
+        pin_memory: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -226,7 +227,7 @@ class SequenceLabelsDataModule(SplitLoaders, L.LightningDataModule):
         self.layout = PromptLayout(tokenizer, block_size, self.TAIL, with_species, long_sequences, window_stride)
         self.columns = dict(sequence_column=sequence_column, label_column=label_column, species_column=species_column)
         self.val_size, self.test_size, self.split_seed = val_size, test_size, split_seed
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.batch_size, self.num_workers, self.pin_memory, self.seed = batch_size, num_workers, pin_memory, seed
         self.local_batch_size = batch_size
         self.tables: dict[str, LabelledTable] = {}
         self.datasets: dict[str, PromptDataset] = {}
@@ -313,6 +314,7 @@ class SequenceLabelsDataModule(SplitLoaders, L.LightningDataModule):
             num_workers=self.num_workers,
             worker_init_fn=ignore_preemption_signals,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
             collate_fn=functools.partial(collate, pad_id=self.tokenizer.pad_id),
         )
 
