@@ -141,9 +141,10 @@ def gsr_files(data_root: Path | None, scale: Scale) -> list[str]:
             f"data.files.tis={data_root / 'gsr_tis_3species.tsv.gz'}"]
 
 
+TIED = ("model.tie_head=true",)
 CORPORA = {"pretrain": ("chromosomes", "bundled", "pre-training", ()),
            "pretrain_human": ("chromosomes_human", "bundled_human", "pre-training, human only", ()),
-           "pretrain_tied": ("chromosomes", "bundled", "pre-training, tied token head", ("model.tie_head=true",))}
+           "pretrain_tied": ("chromosomes", "bundled", "pre-training, tied token head", TIED)}
 """Pre-training row -> its corpus with the shared data, at smoke scale, its name in the table and what else it
 overrides: the H vs M ablation (the same recipe on human chr20 alone against the six species), and the six species
 with GPT-2's tied token head instead of the release's MLP head."""
@@ -173,10 +174,13 @@ def pretrain_row(out: Path, scale: Scale, data_root: Path | None, seeds: Sequenc
 
 
 # --arms name -> the arm's name in the table; pretrained_human starts from the human-only pre-training (H vs M),
-# pretrained_tied from the tied-head one (run on demand: not in DEFAULT_ARMS, the arms of the whole table)
+# pretrained_tied from the tied-head one, random_tied is its random-initialisation twin (the tied arms run on demand:
+# not in DEFAULT_ARMS, the arms of the whole table)
 ARMS = {"pretrained": "pretrained", "random": "random init", "pretrained_human": "pretrained, human only",
-        "pretrained_tied": "pretrained, tied head"}
+        "pretrained_tied": "pretrained, tied head", "random_tied": "random init, tied head"}
 DEFAULT_ARMS = ("pretrained", "random", "pretrained_human")
+RANDOM_ARMS = {"random": (), "random_tied": TIED}
+"""Arm from random initialisation -> its model overrides."""
 
 
 def arm_dir(arm: str) -> str:
@@ -187,8 +191,8 @@ def arm_dir(arm: str) -> str:
 def init_arms(starts: Mapping[str, Path], arms: Sequence[str]) -> list[tuple[str, list[str]]]:
     """The fine-tuning arms asked for, with the overrides that set their initialisation (``starts``: the checkpoint of
     each pre-trained arm) and the model overrides of the pre-training it starts from (a tied head stays tied)."""
-    return [(ARMS[a], [f"init_from={starts[a]}", *CORPORA[PRETRAINING_OF[a]][3]] if a in starts else [])
-            for a in ARMS if a in arms]
+    return [(ARMS[a], [f"init_from={starts[a]}", *CORPORA[PRETRAINING_OF[a]][3]] if a in PRETRAINING_OF
+             else list(RANDOM_ARMS[a])) for a in ARMS if a in arms]
 
 
 def gsr_row(signal: str, species: str, out: Path, scale: Scale, data_root: Path | None, seeds: Sequence[int],
@@ -365,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", default="", help="comma-separated row names (default: all)")
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(DEFAULT_ARMS),
                         help="fine-tuning arms to run (random needs no pre-training checkpoint; default: all but "
-                        "pretrained_tied)")
+                        "the tied arms)")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--threads", type=int, help="torch/BLAS threads per run (OMP_NUM_THREADS of the children; "
                         "default: torch's, one per core): several drivers on one machine want cores / drivers each, "

@@ -90,13 +90,15 @@ def test_arms_choose_the_initialisations_run(tmp_path: Path) -> None:
 
 
 def test_a_tied_head_pre_training_is_fine_tuned_with_its_head_tied(tmp_path: Path) -> None:
-    """Its checkpoint is refused by a model built untied: the arm carries the pre-training's model override."""
+    """Its checkpoint is refused by a model built untied: the arm carries the pre-training's model override, and its
+    random-initialisation twin the same head (GSR reads the answer through the token head)."""
     row = results.gsr_row("pas", "human", tmp_path, results.SCALES["smoke"], None, [0], STARTS,
-                          ["pretrained", "pretrained_tied"])
-    (tied_train, _), (plain_train, _) = row.runs[("pretrained, tied head", 0)], row.runs[("pretrained", 0)]
-    assert [o for o in tied_train.overrides if o not in plain_train.overrides] == ["init_from=pre_t.ckpt",
-                                                                                   "model.tie_head=true"]
-    assert "pretrained_tied" not in results.DEFAULT_ARMS  # the whole table runs it only when asked
+                          ["pretrained", "random", "pretrained_tied", "random_tied"])
+    (tied, _), (plain, _) = row.runs[("pretrained, tied head", 0)], row.runs[("pretrained", 0)]
+    assert [o for o in tied.overrides if o not in plain.overrides] == ["init_from=pre_t.ckpt", "model.tie_head=true"]
+    (tied, _), (plain, _) = row.runs[("random init, tied head", 0)], row.runs[("random init", 0)]
+    assert [o for o in tied.overrides if o not in plain.overrides] == ["model.tie_head=true"]  # the same head, untrained
+    assert not {"pretrained_tied", "random_tied"} & set(results.DEFAULT_ARMS)  # the whole table runs them when asked
 
 
 def test_h_vs_m_pre_trainings_differ_only_in_the_corpus(tmp_path: Path) -> None:
